@@ -1,0 +1,801 @@
+// Package fsblob is a blob.Store on a local file system.
+//
+// A store owns one directory:
+//
+//	dir/LOCK                          flock(2)ed while a Store has the directory open
+//	dir/blobs/sha256/<2 hex>/<64 hex> committed blobs, named by digest
+//	dir/tmp/<random>                  staged writes; emptied by Open
+//	dir/uploads/<id>                  resumable upload sessions
+//
+// A staged write goes to a temp file in dir/tmp, which is on the same file
+// system as dir/blobs, so that Commit can fsync it and rename it into place
+// atomically, then fsync the shard directory. A blob is therefore either
+// absent or complete, even after a crash; a crash leaves at most a temp file,
+// which the next Open removes.
+//
+// Uploads.Commit hard-links the staged file into place when the whole staged
+// file is being committed (copying where the file system has no hard links),
+// and copies the prefix into a temp file otherwise. After a link the
+// upload and the blob share an inode, so the upload must not be appended to
+// again; Append refuses to write to a staged file that has more than one link.
+//
+// Open takes an exclusive lock on dir/LOCK, so only one Store (in any
+// process) uses a directory at a time; the lock is released by Close or when
+// the process exits.
+package fsblob
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"iter"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/artifactstore/artifactstore/blob"
+)
+
+const (
+	writeBufferSize  = 256 << 10 // Writer's bufio size; measured to help multipart uploads
+	appendBufferSize = 1 << 20   // Uploads.Append's copy buffer
+	maxUploadID      = 128
+	digestPrefix     = "sha256:"
+)
+
+// Store is a blob.Store in a local directory. It is safe for concurrent use.
+type Store struct {
+	dir     string
+	blobs   string // dir/blobs/sha256
+	tmp     string // dir/tmp
+	uploads string // dir/uploads
+	lock    *os.File
+	closed  atomic.Bool
+}
+
+var (
+	_ blob.Store   = (*Store)(nil)
+	_ blob.Uploads = (*uploads)(nil)
+	_ blob.Writer  = (*writer)(nil)
+	_ blob.Reader  = (*Reader)(nil)
+)
+
+// Open opens the store in dir, creating the directory layout if needed, and
+// locks it against other Stores. It removes temp files that a crashed
+// process left behind in dir/tmp.
+func Open(dir string) (*Store, error) {
+	s := &Store{
+		dir:     dir,
+		blobs:   filepath.Join(dir, "blobs", "sha256"),
+		tmp:     filepath.Join(dir, "tmp"),
+		uploads: filepath.Join(dir, "uploads"),
+	}
+	for _, d := range []string{s.blobs, s.tmp, s.uploads} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("fsblob: open %s: %w", dir, mapErr(err))
+		}
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("fsblob: open %s: %w", dir, mapErr(err))
+	}
+	if err := flock(lock); err != nil {
+		lock.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("fsblob: open %s: directory is in use by another store (%s is locked)", dir, lock.Name())
+		}
+		return nil, fmt.Errorf("fsblob: open %s: lock: %w", dir, err)
+	}
+	s.lock = lock
+	if err := s.removeTemps(); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("fsblob: open %s: %w", dir, err)
+	}
+	// Make the layout itself durable.
+	for _, d := range []string{filepath.Join(dir, "blobs"), dir} {
+		if err := syncDir(d); err != nil {
+			lock.Close()
+			return nil, fmt.Errorf("fsblob: open %s: %w", dir, err)
+		}
+	}
+	return s, nil
+}
+
+func flock(f *os.File) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+	}
+}
+
+// removeTemps removes the staged writes of a process that did not finish
+// them; holding the lock, no one else is writing there.
+func (s *Store) removeTemps() error {
+	entries, err := os.ReadDir(s.tmp)
+	if err != nil {
+		return fmt.Errorf("cleaning %s: %w", s.tmp, err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(s.tmp, e.Name())); err != nil {
+			return fmt.Errorf("cleaning %s: %w", s.tmp, err)
+		}
+	}
+	return nil
+}
+
+// Close releases the directory lock. Readers opened before stay usable;
+// every later call on the store returns blob.ErrClosed, as does a second
+// Close.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return blob.ErrClosed
+	}
+	// Closing the descriptor releases the flock.
+	if err := s.lock.Close(); err != nil {
+		return fmt.Errorf("fsblob: close: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) check(ctx context.Context) error {
+	if s.closed.Load() {
+		return blob.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// path returns the file name of a blob. Callers pass well-formed digests;
+// a malformed one is refused rather than turned into a path.
+func (s *Store) path(digest string) (string, error) {
+	hexPart, ok := strings.CutPrefix(digest, digestPrefix)
+	if !ok || !isHex64(hexPart) {
+		return "", fmt.Errorf("fsblob: malformed digest %q", digest)
+	}
+	return filepath.Join(s.blobs, hexPart[:2], hexPart), nil
+}
+
+func isHex64(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Create starts a staged write into a temp file in dir/tmp.
+func (s *Store) Create(ctx context.Context) (blob.Writer, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, fmt.Errorf("fsblob: create: %w", err)
+	}
+	f, err := os.CreateTemp(s.tmp, "write-*")
+	if err != nil {
+		return nil, fmt.Errorf("fsblob: create: %w", mapErr(err))
+	}
+	return &writer{s: s, ctx: ctx, f: f, bw: bufio.NewWriterSize(f, writeBufferSize)}, nil
+}
+
+// writer is a staged write. It is not safe for concurrent use.
+type writer struct {
+	s    *Store
+	ctx  context.Context
+	f    *os.File
+	bw   *bufio.Writer
+	done bool // committed, aborted or failed; the temp file is gone or in place
+	err  error
+}
+
+func (w *writer) Write(p []byte) (int, error) {
+	if w.done {
+		return 0, errors.New("fsblob: write after commit or abort")
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	if err := w.ctx.Err(); err != nil {
+		w.err = fmt.Errorf("fsblob: write: %w", err)
+		return 0, w.err
+	}
+	n, err := w.bw.Write(p)
+	if err != nil {
+		w.err = fmt.Errorf("fsblob: write: %w", mapErr(err))
+		return n, w.err
+	}
+	return n, nil
+}
+
+// Commit flushes, syncs and closes the temp file, then either refreshes an
+// existing blob's ModTime or renames the temp file into place and syncs the
+// shard directory. On any failure the temp file is removed.
+func (w *writer) Commit(digest string) (err error) {
+	if w.done {
+		return errors.New("fsblob: commit after commit or abort")
+	}
+	w.done = true
+	name := w.f.Name()
+	closed := false
+	defer func() {
+		if err != nil {
+			if !closed {
+				w.f.Close()
+			}
+			os.Remove(name)
+			err = fmt.Errorf("fsblob: commit %s: %w", digest, err)
+		}
+	}()
+	if w.err != nil {
+		return w.err
+	}
+	if w.s.closed.Load() {
+		return blob.ErrClosed
+	}
+	target, err := w.s.path(digest)
+	if err != nil {
+		return err
+	}
+	if err := w.bw.Flush(); err != nil {
+		return mapErr(err)
+	}
+	// Like gocloud's fileblob: a write cancelled before Commit must not land.
+	if err := w.ctx.Err(); err != nil {
+		return err
+	}
+	if err := w.f.Sync(); err != nil {
+		return mapErr(err)
+	}
+	closed = true
+	if err := w.f.Close(); err != nil {
+		return mapErr(err)
+	}
+	return w.s.place(name, target)
+}
+
+// place moves the synced temp file tmpName into place as target, or, when
+// target exists, drops tmpName and refreshes target's ModTime. It removes
+// tmpName on failure.
+func (s *Store) place(tmpName, target string) error {
+	if ok, err := refresh(target); err != nil {
+		os.Remove(tmpName)
+		return err
+	} else if ok {
+		if err := os.Remove(tmpName); err != nil {
+			return err
+		}
+		return nil
+	}
+	shard := filepath.Dir(target)
+	if err := ensureDir(shard); err != nil {
+		os.Remove(tmpName)
+		return err
+	}
+	if err := os.Rename(tmpName, target); err != nil {
+		os.Remove(tmpName)
+		return mapErr(err)
+	}
+	return syncDir(shard)
+}
+
+// refresh sets target's ModTime to now and reports whether target exists.
+func refresh(target string) (bool, error) {
+	now := time.Now()
+	err := os.Chtimes(target, now, now)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	default:
+		return false, mapErr(err)
+	}
+}
+
+// ensureDir creates a shard directory if needed, syncing its parent when it
+// does so that the rename into it survives a crash.
+func ensureDir(dir string) error {
+	err := os.Mkdir(dir, 0o755)
+	switch {
+	case err == nil:
+		return syncDir(filepath.Dir(dir))
+	case errors.Is(err, fs.ErrExist):
+		return nil
+	default:
+		return mapErr(err)
+	}
+}
+
+func (w *writer) Abort() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	w.f.Close()
+	if err := os.Remove(w.f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("fsblob: abort: %w", err)
+	}
+	return nil
+}
+
+// Reader is a blob opened for reading. Read, Seek, Close and the rest are the
+// underlying *os.File's, so io.Copy to a TCP connection can use sendfile(2).
+type Reader struct {
+	*osFile
+	size int64
+}
+
+type osFile = os.File
+
+// Size returns the blob's length in bytes.
+func (r *Reader) Size() int64 { return r.size }
+
+// File returns the underlying file.
+func (r *Reader) File() *os.File { return r.osFile }
+
+// Open opens a blob for reading; the returned blob.Reader is a *Reader.
+func (s *Store) Open(ctx context.Context, digest string) (blob.Reader, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, fmt.Errorf("fsblob: open %s: %w", digest, err)
+	}
+	p, err := s.path(digest)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("fsblob: open %s: %w", digest, notFound(err))
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("fsblob: open %s: %w", digest, err)
+	}
+	return &Reader{osFile: f, size: fi.Size()}, nil
+}
+
+// Stat reports a blob's size and ModTime.
+func (s *Store) Stat(ctx context.Context, digest string) (blob.Info, error) {
+	if err := s.check(ctx); err != nil {
+		return blob.Info{}, fmt.Errorf("fsblob: stat %s: %w", digest, err)
+	}
+	p, err := s.path(digest)
+	if err != nil {
+		return blob.Info{}, err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return blob.Info{}, fmt.Errorf("fsblob: stat %s: %w", digest, notFound(err))
+	}
+	return blob.Info{Digest: digest, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+}
+
+// Delete removes a blob. Readers that have it open keep reading it.
+func (s *Store) Delete(ctx context.Context, digest string) error {
+	if err := s.check(ctx); err != nil {
+		return fmt.Errorf("fsblob: delete %s: %w", digest, err)
+	}
+	p, err := s.path(digest)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil {
+		return fmt.Errorf("fsblob: delete %s: %w", digest, notFound(err))
+	}
+	return nil
+}
+
+// All walks dir/blobs/sha256 lazily, a directory batch at a time.
+func (s *Store) All(ctx context.Context) iter.Seq2[blob.Info, error] {
+	return func(yield func(blob.Info, error) bool) {
+		if err := s.check(ctx); err != nil {
+			yield(blob.Info{}, fmt.Errorf("fsblob: list: %w", err))
+			return
+		}
+		for shard, err := range readDir(ctx, s.blobs) {
+			if err != nil {
+				yield(blob.Info{}, fmt.Errorf("fsblob: list: %w", err))
+				return
+			}
+			if !shard.IsDir() || len(shard.Name()) != 2 {
+				continue
+			}
+			shardDir := filepath.Join(s.blobs, shard.Name())
+			for e, err := range readDir(ctx, shardDir) {
+				if errors.Is(err, fs.ErrNotExist) {
+					break // shard removed while listing
+				}
+				if err != nil {
+					yield(blob.Info{}, fmt.Errorf("fsblob: list: %w", err))
+					return
+				}
+				name := e.Name()
+				if !e.Type().IsRegular() || !isHex64(name) || name[:2] != shard.Name() {
+					continue
+				}
+				fi, err := e.Info()
+				if errors.Is(err, fs.ErrNotExist) {
+					continue // deleted while listing
+				}
+				if err != nil {
+					yield(blob.Info{}, fmt.Errorf("fsblob: list: %w", err))
+					return
+				}
+				info := blob.Info{Digest: digestPrefix + name, Size: fi.Size(), ModTime: fi.ModTime()}
+				if !yield(info, nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// readDir yields the entries of dir in batches, checking ctx between them.
+func readDir(ctx context.Context, dir string) iter.Seq2[fs.DirEntry, error] {
+	return func(yield func(fs.DirEntry, error) bool) {
+		f, err := os.Open(dir)
+		if err != nil {
+			yield(nil, err)
+			return
+		}
+		defer f.Close()
+		for {
+			if err := ctx.Err(); err != nil {
+				yield(nil, err)
+				return
+			}
+			entries, err := f.ReadDir(256)
+			for _, e := range entries {
+				if !yield(e, nil) {
+					return
+				}
+			}
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+		}
+	}
+}
+
+// Uploads returns the upload staging area in dir/uploads.
+func (s *Store) Uploads() blob.Uploads { return (*uploads)(s) }
+
+type uploads Store
+
+func validID(id string) error {
+	if len(id) == 0 || len(id) > maxUploadID {
+		return fmt.Errorf("fsblob: invalid upload id %q: length must be 1..%d", id, maxUploadID)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("fsblob: invalid upload id %q: only [A-Za-z0-9_-] allowed", id)
+		}
+	}
+	return nil
+}
+
+func (u *uploads) path(id string) (string, error) {
+	if err := validID(id); err != nil {
+		return "", err
+	}
+	return filepath.Join(u.uploads, id), nil
+}
+
+// Append writes r at offset in dir/uploads/<id>, first truncating anything
+// past offset. Whatever happens, it syncs what it wrote and counts it.
+func (u *uploads) Append(ctx context.Context, id string, offset int64, r io.Reader) (n int64, err error) {
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("fsblob: append to upload %s at %d: %w", id, offset, err)
+		}
+	}()
+	if err := (*Store)(u).check(ctx); err != nil {
+		return 0, err
+	}
+	p, err := u.path(id)
+	if err != nil {
+		return 0, err
+	}
+	if offset < 0 {
+		return 0, errors.New("negative offset")
+	}
+	flags := os.O_WRONLY
+	if offset == 0 {
+		flags |= os.O_CREATE
+	}
+	f, err := os.OpenFile(p, flags, 0o600)
+	if err != nil {
+		return 0, notFound(err)
+	}
+	defer func() {
+		if cerr := f.Close(); cerr != nil && err == nil {
+			err = mapErr(cerr)
+		}
+	}()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+		// Uploads.Commit linked this file into the blob store; writing
+		// would change a committed blob.
+		return 0, errors.New("upload was already committed")
+	}
+	if fi.Size() < offset {
+		return 0, fmt.Errorf("upload shorter than offset: has %d bytes", fi.Size())
+	}
+	if offset == 0 && fi.Size() == 0 {
+		// A new upload: make its name durable.
+		if err := syncDir(u.uploads); err != nil {
+			return 0, err
+		}
+	}
+	if fi.Size() > offset {
+		if err := f.Truncate(offset); err != nil {
+			return 0, mapErr(err)
+		}
+	}
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return 0, err
+	}
+	n, err = copyBuffer(ctx, f, r)
+	// Sync on every outcome: the bytes that arrived before a read error
+	// are counted, so they must be durable.
+	if serr := f.Sync(); serr != nil {
+		return n, mapErr(serr)
+	}
+	return n, err
+}
+
+// copyBuffer copies r to f through a 1 MiB buffer, returning r's error (not
+// io.EOF) or f's. It does not use io.Copy, which would hand the copy to
+// f.ReadFrom and its own 32 KiB buffer.
+func copyBuffer(ctx context.Context, f *os.File, r io.Reader) (int64, error) {
+	buf := make([]byte, appendBufferSize)
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		nr, rerr := r.Read(buf)
+		if nr > 0 {
+			nw, werr := f.Write(buf[:nr])
+			n += int64(nw)
+			if werr != nil {
+				return n, mapErr(werr)
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}
+
+// Open reads the first size bytes of an upload.
+func (u *uploads) Open(ctx context.Context, id string, size int64) (io.ReadCloser, error) {
+	if err := (*Store)(u).check(ctx); err != nil {
+		return nil, fmt.Errorf("fsblob: open upload %s: %w", id, err)
+	}
+	p, err := u.path(id)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("fsblob: open upload %s: %w", id, notFound(err))
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("fsblob: open upload %s: %w", id, err)
+	}
+	if fi.Size() < size {
+		f.Close()
+		return nil, fmt.Errorf("fsblob: open upload %s: has %d bytes, want %d", id, fi.Size(), size)
+	}
+	return &limitedFile{Reader: io.LimitReader(f, size), f: f}, nil
+}
+
+type limitedFile struct {
+	io.Reader
+	f *os.File
+}
+
+func (l *limitedFile) Close() error { return l.f.Close() }
+
+// Commit promotes the first size bytes of an upload to the blob digest: by
+// hard link when that is the whole staged file, else by copying into a temp
+// file that is committed like a staged write.
+func (u *uploads) Commit(ctx context.Context, id string, size int64, digest string) (err error) {
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("fsblob: commit upload %s as %s: %w", id, digest, err)
+		}
+	}()
+	s := (*Store)(u)
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	p, err := u.path(id)
+	if err != nil {
+		return err
+	}
+	target, err := s.path(digest)
+	if err != nil {
+		return err
+	}
+	if ok, err := refresh(target); err != nil || ok {
+		return err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return notFound(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	switch {
+	case fi.Size() < size:
+		return fmt.Errorf("upload has %d bytes, want %d", fi.Size(), size)
+	case fi.Size() == size:
+		return s.link(ctx, f, size, target)
+	default:
+		return s.copyPrefix(ctx, f, size, target)
+	}
+}
+
+// link hard-links the staged file f, of the given size, to target. The
+// staged file is never written again (Append refuses files with several
+// links), so sharing the inode is safe, and deleting the upload later leaves
+// the blob. Where hard links are not available it copies instead.
+func (s *Store) link(ctx context.Context, f *os.File, size int64, target string) error {
+	// Append already synced, but the catalog may be retrying after a
+	// crash in between; syncing clean data is cheap.
+	if err := f.Sync(); err != nil {
+		return mapErr(err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	shard := filepath.Dir(target)
+	if err := ensureDir(shard); err != nil {
+		return err
+	}
+	err := os.Link(f.Name(), target)
+	switch {
+	case err == nil || errors.Is(err, fs.ErrExist):
+	case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT):
+		return mapErr(err)
+	default: // EPERM, EXDEV, ENOTSUP, EMLINK...: no hard links here
+		return s.copyPrefix(ctx, f, size, target)
+	}
+	// A new link carries the upload's ModTime; an existing blob (a
+	// concurrent commit of equal content) gets refreshed like any re-commit.
+	if _, err := refresh(target); err != nil {
+		return err
+	}
+	return syncDir(shard)
+}
+
+// copyPrefix copies the first size bytes of f into a temp file and commits
+// that as digest.
+func (s *Store) copyPrefix(ctx context.Context, f *os.File, size int64, target string) (err error) {
+	tmp, err := os.CreateTemp(s.tmp, "upload-*")
+	if err != nil {
+		return mapErr(err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	// With an *io.LimitedReader over an *os.File, ReadFrom can use
+	// copy_file_range(2).
+	n, err := io.Copy(tmp, io.LimitReader(f, size))
+	if err != nil {
+		return mapErr(err)
+	}
+	if n != size {
+		return fmt.Errorf("copied %d bytes, want %d", n, size)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return mapErr(err)
+	}
+	if err := tmp.Close(); err != nil {
+		return mapErr(err)
+	}
+	return s.place(tmp.Name(), target) // removes the temp file on failure
+}
+
+// Delete removes an upload's staged file.
+func (u *uploads) Delete(ctx context.Context, id string) error {
+	if err := (*Store)(u).check(ctx); err != nil {
+		return fmt.Errorf("fsblob: delete upload %s: %w", id, err)
+	}
+	p, err := u.path(id)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil {
+		return fmt.Errorf("fsblob: delete upload %s: %w", id, notFound(err))
+	}
+	return nil
+}
+
+// All lists dir/uploads lazily.
+func (u *uploads) All(ctx context.Context) iter.Seq2[string, error] {
+	return func(yield func(string, error) bool) {
+		if err := (*Store)(u).check(ctx); err != nil {
+			yield("", fmt.Errorf("fsblob: list uploads: %w", err))
+			return
+		}
+		for e, err := range readDir(ctx, u.uploads) {
+			if err != nil {
+				yield("", fmt.Errorf("fsblob: list uploads: %w", err))
+				return
+			}
+			if !e.Type().IsRegular() || validID(e.Name()) != nil {
+				continue
+			}
+			if !yield(e.Name(), nil) {
+				return
+			}
+		}
+	}
+}
+
+// syncDir fsyncs a directory so that entries created or renamed in it
+// survive a crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// notFound wraps blob.ErrNotFound around a missing file's error.
+func notFound(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: %w", blob.ErrNotFound, err)
+	}
+	return mapErr(err)
+}
+
+// mapErr wraps blob.ErrNoSpace around a full disk's or quota's error.
+func mapErr(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w", blob.ErrNoSpace, err)
+	}
+	return err
+}
