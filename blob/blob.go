@@ -47,8 +47,9 @@ type Store interface {
 	Create(ctx context.Context) (Writer, error)
 
 	// Open returns a reader over the whole blob. The caller closes it. The
-	// reader supports Seek so callers can serve ranges; for local files it is
-	// an *os.File so that the kernel's sendfile path stays available.
+	// reader supports Seek so callers can serve ranges; for local files it
+	// wraps an *os.File (and implements syscall.Conn) so that the kernel's
+	// sendfile path stays available.
 	Open(ctx context.Context, digest string) (Reader, error)
 
 	// Stat reports the blob's size and modification time, or ErrNotFound.
@@ -103,9 +104,12 @@ type Uploads interface {
 	// even when it also returns an error: a read error from r (a client that
 	// went away) still leaves the bytes that arrived durable and counted. An
 	// error that is not r's (the disk, the network to the backend) makes the
-	// count unreliable; callers then do not advance their offset. Append on
-	// a missing upload creates it when offset is 0 and returns ErrNotFound
-	// otherwise.
+	// count unreliable; callers then do not advance their offset. r's error
+	// is returned as is or wrapped (errors.Is finds it). Append on a missing
+	// upload creates it when offset is 0 and returns ErrNotFound otherwise;
+	// an offset beyond the stored bytes is an error (a gap would be
+	// corruption). Callers serialize Appends to one id and never Append
+	// after Commit.
 	Append(ctx context.Context, id string, offset int64, r io.Reader) (int64, error)
 
 	// Open reads the first size bytes of the staged upload (for re-deriving
@@ -114,7 +118,9 @@ type Uploads interface {
 
 	// Commit promotes the first size bytes of the staged upload into the blob
 	// store under digest, durably, like Writer.Commit. The staged bytes stay
-	// until Delete, so Commit can be retried after a crash.
+	// until Delete, so Commit can be retried after a crash; if the blob
+	// exists already, Commit succeeds even when the staged bytes are gone.
+	// ErrNotFound if neither exists.
 	Commit(ctx context.Context, id string, size int64, digest string) error
 
 	// Delete removes the staged upload. Deleting a missing one returns

@@ -252,6 +252,15 @@ func (w *writer) Commit(digest string) (err error) {
 	if err := w.ctx.Err(); err != nil {
 		return err
 	}
+	// Equal content is stored once: when the blob exists (durable since its
+	// own commit), drop the staged copy without paying for its fsync.
+	if ok, err := refresh(target); err != nil {
+		return err
+	} else if ok {
+		closed = true
+		w.f.Close()
+		return os.Remove(name)
+	}
 	if err := w.f.Sync(); err != nil {
 		return mapErr(err)
 	}
