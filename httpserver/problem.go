@@ -1,0 +1,102 @@
+package httpserver
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/artifactstore/artifactstore"
+)
+
+// problemKinds is the one mapping from error kind to HTTP status and title.
+// TestProblemTableComplete fails when a kind has no row.
+var problemKinds = map[artifactstore.Kind]struct {
+	status int
+	title  string
+}{
+	artifactstore.Internal:            {http.StatusInternalServerError, "Internal server error"},
+	artifactstore.Invalid:             {http.StatusUnprocessableEntity, "Validation failed"},
+	artifactstore.Unauthorized:        {http.StatusUnauthorized, "Unauthorized"},
+	artifactstore.Forbidden:           {http.StatusForbidden, "Forbidden"},
+	artifactstore.NotFound:            {http.StatusNotFound, "Not found"},
+	artifactstore.Conflict:            {http.StatusConflict, "Conflict"},
+	artifactstore.Finalized:           {http.StatusConflict, "Package finalized"},
+	artifactstore.DigestMismatch:      {http.StatusUnprocessableEntity, "Digest mismatch"},
+	artifactstore.OffsetMismatch:      {http.StatusConflict, "Upload offset mismatch"},
+	artifactstore.RangeNotSatisfiable: {http.StatusRequestedRangeNotSatisfiable, "Range not satisfiable"},
+	artifactstore.TooLarge:            {http.StatusRequestEntityTooLarge, "Too large"},
+	artifactstore.InsufficientStorage: {http.StatusInsufficientStorage, "Insufficient storage"},
+}
+
+// Problem is an RFC 7807 problem document.
+type Problem struct {
+	Type           string       `json:"type"`
+	Title          string       `json:"title"`
+	Status         int          `json:"status"`
+	Detail         string       `json:"detail,omitempty"`
+	Instance       string       `json:"instance,omitempty"`
+	Errors         []FieldError `json:"errors,omitempty"`
+	ExpectedOffset *int64       `json:"expected-offset,omitempty"`
+}
+
+// FieldError names one bad input field of a validation problem.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// problemFor builds the problem document of err. Internal errors show a
+// generic detail; their cause is logged by the caller, never sent.
+func problemFor(err error, instance string) Problem {
+	k := artifactstore.KindOf(err)
+	row := problemKinds[k]
+	p := Problem{Type: "/problems/" + k.String(), Title: row.title, Status: row.status, Instance: instance}
+	e, ok := errors.AsType[*artifactstore.Error](err)
+	if !ok || k == artifactstore.Internal {
+		p.Detail = "the server could not complete the request; it has been logged"
+		return p
+	}
+	p.Detail = e.Detail
+	for _, f := range e.Fields {
+		p.Errors = append(p.Errors, FieldError{Field: f.Field, Message: f.Message})
+	}
+	if k == artifactstore.OffsetMismatch {
+		off := e.Offset
+		p.ExpectedOffset = &off
+	}
+	return p
+}
+
+// badRequest is a validation error for a body that cannot be parsed at all
+// (bad JSON, broken multipart): 400 rather than 422.
+type badRequest struct{ err error }
+
+func (b badRequest) Error() string { return b.err.Error() }
+func (b badRequest) Unwrap() error { return b.err }
+
+// writeProblem answers err as a problem document. It sets the headers a
+// problem of that kind carries (WWW-Authenticate, Upload-Offset).
+func writeProblem(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	p := problemFor(err, r.URL.Path)
+	if _, ok := errors.AsType[badRequest](err); ok && p.Status == http.StatusUnprocessableEntity {
+		p.Status = http.StatusBadRequest
+	}
+	if p.Status >= 500 {
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("Cache-Control", "no-store")
+	switch p.Status {
+	case http.StatusUnauthorized:
+		h.Set("WWW-Authenticate", `Bearer realm="artifactstore"`)
+	}
+	if p.ExpectedOffset != nil {
+		h.Set("Upload-Offset", strconv.FormatInt(*p.ExpectedOffset, 10))
+	}
+	b, _ := json.Marshal(p)
+	w.WriteHeader(p.Status)
+	w.Write(b)
+}
