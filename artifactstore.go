@@ -283,3 +283,10 @@ func (s *Store) collect(ctx context.Context, digest string, cutoff time.Time) er
 	}
 	return nil
 }
+
+// Options returns the options the Store runs with, defaults filled in.
+func (s *Store) Options() Options {
+	o := s.opts
+	o.RetentionClasses = slices.Clone(o.RetentionClasses)
+	return o
+}

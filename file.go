@@ -76,30 +76,82 @@ func (s *Store) PutFile(ctx context.Context, tenant, packageID, path string, r i
 	if p.State != StateOpen {
 		return File{}, errorf(op, Finalized, "package %s is finalized", packageID)
 	}
+	c, err := s.stage(ctx, op, r, o.Digest)
+	if err != nil {
+		return File{}, err
+	}
+	return s.AddFile(ctx, tenant, packageID, path, c, o)
+}
 
+// Content is durable, digest-addressed bytes not yet part of any file: what
+// StageContent returns and AddFile records. Content that is never added is
+// collected by Cleanup once it is older than Options.OrphanGrace.
+type Content struct {
+	Digest string
+	Size   int64
+}
+
+// StageContent stores the bytes of r durably, before the file they will
+// become is known: for callers that learn the path only after the bytes (a
+// multipart form whose file part comes first). Pass the result to AddFile
+// within Options.OrphanGrace. want, when set, is the expected digest: a
+// mismatch is DigestMismatch and nothing is stored.
+func (s *Store) StageContent(ctx context.Context, tenant string, r io.Reader, want string) (Content, error) {
+	const op = "StageContent"
+	var errs []FieldError
+	if tenant == AllTenants || validTenant(tenant) != nil {
+		errs = append(errs, FieldError{"tenant", "is not a valid tenant"})
+	}
+	if want != "" && !validDigest(want) {
+		errs = append(errs, FieldError{"digest", digestRule})
+	}
+	if len(errs) > 0 {
+		return Content{}, invalid(op, errs...)
+	}
+	return s.stage(ctx, op, r, want)
+}
+
+func (s *Store) stage(ctx context.Context, op string, r io.Reader, want string) (Content, error) {
 	w, err := s.blobs.Create(ctx)
 	if err != nil {
-		return File{}, wrap(op, err)
+		return Content{}, wrap(op, err)
 	}
 	defer w.Abort()
 	h := sha256.New()
 	n, err := copyLimited(io.MultiWriter(w, h), r, s.opts.MaxFileSize)
 	if err != nil {
-		return File{}, s.readFailure(op, err)
+		return Content{}, s.readFailure(op, err)
 	}
-	digest := hexDigest(h)
-	if o.Digest != "" && o.Digest != digest {
-		return File{}, mismatch(op, o.Digest, digest)
+	c := Content{Digest: hexDigest(h), Size: n}
+	if want != "" && want != c.Digest {
+		return Content{}, mismatch(op, want, c.Digest)
 	}
+	if err := w.Commit(c.Digest); err != nil {
+		return Content{}, wrap(op, err)
+	}
+	return c, nil
+}
 
+// AddFile records staged content as a new file at path in an open package
+// of tenant, like PutFile. o.Digest, when set, must equal c.Digest
+// (DigestMismatch otherwise).
+func (s *Store) AddFile(ctx context.Context, tenant, packageID, path string, c Content, o PutOptions) (File, error) {
+	const op = "AddFile"
+	if err := s.checkNewFile(op, tenant, packageID, path, &o); err != nil {
+		return File{}, err
+	}
+	if o.Digest != "" && o.Digest != c.Digest {
+		return File{}, mismatch(op, o.Digest, c.Digest)
+	}
 	s.gc.RLock()
 	defer s.gc.RUnlock()
-	if err := w.Commit(digest); err != nil {
-		return File{}, wrap(op, err)
+	// The content must still be there: never record a file without bytes.
+	if info, err := s.blobs.Stat(ctx, c.Digest); err != nil || info.Size != c.Size {
+		return File{}, errorf(op, Invalid, "the staged content %s is gone; send it again", c.Digest)
 	}
 	return s.addFile(ctx, op, func(f catalog.File, ev catalog.NewEvent) (catalog.File, error) {
 		return s.cat.AddFile(ctx, f, ev)
-	}, tenant, packageID, path, n, digest, o.MediaType)
+	}, tenant, packageID, path, c.Size, c.Digest, o.MediaType)
 }
 
 // checkNewFile validates the arguments shared by PutFile and

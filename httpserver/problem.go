@@ -1,6 +1,7 @@
 package httpserver
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -76,27 +77,40 @@ type badRequest struct{ err error }
 func (b badRequest) Error() string { return b.err.Error() }
 func (b badRequest) Unwrap() error { return b.err }
 
-// writeProblem answers err as a problem document. It sets the headers a
-// problem of that kind carries (WWW-Authenticate, Upload-Offset).
+// writeProblem answers err as a problem document.
 func writeProblem(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	p := problemFor(err, r.URL.Path)
+	p := problemOf(r.Context(), log, err, r.URL.Path)
+	problemHeaders(w.Header(), p)
+	writeProblemDoc(w, p)
+}
+
+// problemOf builds the problem of err and logs internal errors with their
+// cause.
+func problemOf(ctx context.Context, log *slog.Logger, err error, instance string) Problem {
+	p := problemFor(err, instance)
 	if _, ok := errors.AsType[badRequest](err); ok && p.Status == http.StatusUnprocessableEntity {
 		p.Status = http.StatusBadRequest
 	}
 	if p.Status >= 500 {
-		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		log.ErrorContext(ctx, "request failed", "path", instance, "err", err)
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/problem+json")
+	return p
+}
+
+// problemHeaders sets the headers a problem of that kind carries.
+func problemHeaders(h http.Header, p Problem) {
 	h.Set("Cache-Control", "no-store")
-	switch p.Status {
-	case http.StatusUnauthorized:
+	if p.Status == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Bearer realm="artifactstore"`)
 	}
 	if p.ExpectedOffset != nil {
 		h.Set("Upload-Offset", strconv.FormatInt(*p.ExpectedOffset, 10))
 	}
+}
+
+func writeProblemDoc(w http.ResponseWriter, p Problem) {
 	b, _ := json.Marshal(p)
+	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(p.Status)
 	w.Write(b)
 }
