@@ -3,7 +3,22 @@
 
 GO ?= go
 
-.PHONY: demo test test-short bench fuzz lint
+.PHONY: dev demo test test-short bench fuzz lint generate check-generated
+
+# Run the reference server on the embedded default (./artifactstore-data,
+# 127.0.0.1:8480) with a development token (tenant "dev", token "dev-token")
+# and anonymous reads on.
+dev:
+	ARTIFACTSTORE_TOKENS=dev:dev-token ARTIFACTSTORE_ANON_READ=true $(GO) run ./cmd/artifactstore serve
+
+# Regenerate the ogen server and client from api/openapi.yaml.
+generate:
+	$(GO) generate ./api/...
+
+# Fail when the generated code is not what the spec and the pinned ogen give.
+check-generated: generate
+	git diff --exit-code -- api/oas
+	test -z "$$(git status --porcelain -- api/oas)"
 
 # Run the store in-process: create a package, put files, finalize, print the
 # manifest digest (the HTTP server arrives with the HTTP API).

@@ -374,7 +374,20 @@ func (h *handler) ListEvents(ctx context.Context, params oas.ListEventsParams) (
 	if since < 0 {
 		return nil, &artifactstore.Error{Kind: artifactstore.Invalid, Fields: []artifactstore.FieldError{{Field: "since", Message: "must not be negative"}}}
 	}
-	page, err := h.s.st.WaitEvents(ctx, tenant, uint64(since), params.Limit.Or(0), time.Duration(params.Wait.Or(20))*time.Second)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-h.s.drain:
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
+	page, err := h.s.st.WaitEvents(wctx, tenant, uint64(since), params.Limit.Or(0), time.Duration(params.Wait.Or(20))*time.Second)
+	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+		// Drained for shutdown: answer with what there is.
+		page, err = h.s.st.Events(ctx, tenant, uint64(since), params.Limit.Or(0))
+	}
 	if err != nil {
 		return nil, err
 	}

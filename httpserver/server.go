@@ -21,10 +21,12 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-faster/yaml"
 	"github.com/ogen-go/ogen/ogenerrors"
+	"github.com/ogen-go/ogen/validate"
 	"github.com/swaggest/swgui/v5emb"
 
 	"github.com/artifactstore/artifactstore"
@@ -54,6 +56,16 @@ type Server struct {
 	api     *oas.Server
 	spec    []byte // the spec as JSON
 	handler http.Handler
+
+	drain     chan struct{} // closed by Drain
+	drainOnce sync.Once
+}
+
+// Drain makes event long-polls answer at once (with what there is), for a
+// graceful shutdown: register it with http.Server.RegisterOnShutdown so
+// Shutdown does not wait out every poll.
+func (s *Server) Drain() {
+	s.drainOnce.Do(func() { close(s.drain) })
 }
 
 type tokenEntry struct {
@@ -71,7 +83,7 @@ func New(st *artifactstore.Store, cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{st: st, cfg: cfg, log: log}
+	s := &Server{st: st, cfg: cfg, log: log, drain: make(chan struct{})}
 	for tok, tenant := range cfg.Tokens {
 		if tok == "" || !artifactstore.ValidTenant(tenant) {
 			return nil, fmt.Errorf("httpserver: token for tenant %q: a token must be non-empty and its tenant made of letters, digits, '.', '_' and '-'", tenant)
@@ -232,6 +244,15 @@ func classify(err error) error {
 	if _, ok := errors.AsType[*ogenerrors.DecodeParamsError](err); ok {
 		return &artifactstore.Error{Kind: artifactstore.Invalid, Detail: err.Error(), Err: err}
 	}
+	if ve, ok := errors.AsType[*validate.Error](err); ok {
+		// The body parsed but breaks a rule of the schema: 422 naming each
+		// field.
+		e := &artifactstore.Error{Kind: artifactstore.Invalid, Detail: ve.Error(), Err: err}
+		for _, f := range ve.Fields {
+			e.Fields = append(e.Fields, artifactstore.FieldError{Field: f.Name, Message: f.Error.Error()})
+		}
+		return e
+	}
 	if re, ok := errors.AsType[*ogenerrors.DecodeRequestError](err); ok {
 		return badRequest{&artifactstore.Error{Kind: artifactstore.Invalid, Detail: "the request body could not be read: " + re.Err.Error(), Err: err}}
 	}
@@ -243,6 +264,12 @@ func classify(err error) error {
 // ResponseWriter where the error hook can set headers.
 func (s *Server) limits(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPatch && strings.HasPrefix(r.URL.Path, "/uploads/") {
+			// An append's body is raw bytes whatever it is labelled: tus
+			// clients send application/offset+octet-stream, curl
+			// --data-binary a form type.
+			r.Header.Set("Content-Type", "application/octet-stream")
+		}
 		if streams(r) {
 			rc := http.NewResponseController(w)
 			rc.SetWriteDeadline(time.Time{})
