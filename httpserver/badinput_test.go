@@ -220,4 +220,3 @@ func findAll(s, open, close string) []string {
 		s = s[j:]
 	}
 }
-
