@@ -650,3 +650,33 @@ func TestCleanupCollectsOrphans(t *testing.T) {
 		t.Errorf("referenced file reads %q", got)
 	}
 }
+
+func TestStageContentThenAddFile(t *testing.T) {
+	ctx := context.Background()
+	st := mustOpen(t, "", artifactstore.Options{})
+	p := mustPackage(t, st, "acme", nil)
+	c, err := st.StageContent(ctx, "acme", strings.NewReader("staged"), "")
+	if err != nil || c.Digest != sha([]byte("staged")) || c.Size != 6 {
+		t.Fatalf("StageContent = %+v, %v", c, err)
+	}
+	// Nothing is visible until AddFile.
+	if page, _ := st.ListFiles(ctx, "acme", p.ID, artifactstore.FileQuery{}); len(page.Files) != 0 {
+		t.Fatal("staged content is visible as a file")
+	}
+	_, err = st.AddFile(ctx, "acme", p.ID, "f", c, artifactstore.PutOptions{Digest: sha([]byte("other"))})
+	wantKind(t, err, artifactstore.DigestMismatch)
+	f, err := st.AddFile(ctx, "acme", p.ID, "f", c, artifactstore.PutOptions{MediaType: "text/plain"})
+	if err != nil || f.Digest != c.Digest || f.MediaType != "text/plain" {
+		t.Fatalf("AddFile = %+v, %v", f, err)
+	}
+	// A declared digest that does not match stores nothing.
+	_, err = st.StageContent(ctx, "acme", strings.NewReader("x"), sha([]byte("y")))
+	wantKind(t, err, artifactstore.DigestMismatch)
+	if _, err := st.blobs.Stat(ctx, sha([]byte("x"))); err == nil {
+		t.Error("mismatched content was stored")
+	}
+	// Content that vanished (collected) is never recorded.
+	gone := artifactstore.Content{Digest: sha([]byte("never stored")), Size: 12}
+	_, err = st.AddFile(ctx, "acme", p.ID, "g", gone, artifactstore.PutOptions{})
+	wantKind(t, err, artifactstore.Invalid)
+}
