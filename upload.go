@@ -164,6 +164,11 @@ func (s *Store) AppendUpload(ctx context.Context, tenant, id string, offset int6
 	}
 	counted := &countingWriter{w: h}
 	lr := &limitReader{r: io.TeeReader(r, counted), left: max - u.Offset}
+	// Only the reader ends an append: when a client goes away its request's
+	// context is cancelled too, and the bytes that arrived must still be
+	// stored and counted. So the storage and the catalog see a context that
+	// is not cancelled with ctx.
+	ctx = context.WithoutCancel(ctx)
 	n, appendErr := s.blobs.Uploads().Append(ctx, id, u.Offset, lr)
 	switch {
 	case appendErr == nil:

@@ -96,7 +96,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown upload", "HEAD", "/uploads/01JDX0000000000000000000ZZ", tokenAcme, nil, 404, "", ""},
 		{"bad Range is ignored, not an error", "GET", "/files/" + fileID + "/download", tokenAcme, raw("", "Range", "bytes=zz"), 200, "", ""},
 		{"unsatisfiable range", "GET", "/files/" + fileID + "/download", tokenAcme, raw("", "Range", "bytes=5-"), 416, "range-not-satisfiable", ""},
-		{"since beyond head", "GET", "/events?since=999", tokenAcme, nil, 422, "validation", "since"},
+		{"since beyond head", "GET", "/events?since=999", tokenAcme, nil, 400, "validation", "since"},
 		{"negative since", "GET", "/events?since=-1", tokenAcme, nil, 422, "validation", "since"},
 		{"wait too long", "GET", "/events?wait=61", tokenAcme, nil, 422, "validation", "wait"},
 		{"unknown route", "GET", "/nope", tokenAcme, nil, 404, "not-found", ""},

@@ -3,6 +3,7 @@ package httpserver
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -38,11 +39,15 @@ func (h *handler) HandleBearerAuth(ctx context.Context, _ oas.OperationName, t o
 // ogen raises, from the one problem table.
 func (h *handler) NewError(ctx context.Context, err error) *oas.ProblemStatusCode {
 	err = classify(err)
-	p := problemOf(ctx, h.s.log, err, "")
+	instance, _ := ctx.Value(instanceKey{}).(string)
+	p := problemOf(ctx, h.s.log, err, instance)
 	if w, ok := ctx.Value(writerKey{}).(http.ResponseWriter); ok {
 		problemHeaders(w.Header(), p)
 	}
 	out := oas.Problem{Type: p.Type, Title: p.Title, Status: p.Status, Detail: p.Detail}
+	if p.Instance != "" {
+		out.Instance = oas.NewOptString(p.Instance)
+	}
 	for _, f := range p.Errors {
 		out.Errors = append(out.Errors, oas.FieldError{Field: f.Field, Message: f.Message})
 	}
@@ -193,7 +198,9 @@ func (h *handler) GetManifestJSON(ctx context.Context, params oas.GetManifestJSO
 		return nil, err
 	}
 	if w, ok := ctx.Value(writerKey{}).(http.ResponseWriter); ok {
-		w.Header().Set("ETag", strconv.Quote(m.Package.ManifestDigest))
+		// Another representation, another strong validator (RFC 9110
+		// §8.8.3): the digest names the CBOR bytes.
+		w.Header().Set("ETag", strconv.Quote(m.Package.ManifestDigest+"+json"))
 	}
 	return jx.Raw(m.JSON), nil
 }
@@ -387,6 +394,10 @@ func (h *handler) ListEvents(ctx context.Context, params oas.ListEventsParams) (
 	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
 		// Drained for shutdown: answer with what there is.
 		page, err = h.s.st.Events(ctx, tenant, uint64(since), params.Limit.Or(0))
+	}
+	if e, ok := errors.AsType[*artifactstore.Error](err); ok && e.Kind == artifactstore.Invalid && len(e.Fields) == 1 && e.Fields[0].Field == "since" {
+		// DESIGN §4: since beyond head is 400.
+		return nil, badRequest{err}
 	}
 	if err != nil {
 		return nil, err

@@ -60,6 +60,9 @@ func problemFor(err error, instance string) Problem {
 		return p
 	}
 	p.Detail = e.Detail
+	if p.Detail == "" {
+		p.Detail = row.title
+	}
 	for _, f := range e.Fields {
 		p.Errors = append(p.Errors, FieldError{Field: f.Field, Message: f.Message})
 	}

@@ -152,6 +152,8 @@ type (
 	tenantKey struct{}
 	writerKey struct{}
 	reqIDKey  struct{}
+	// instanceKey holds the request path, the instance of its problems.
+	instanceKey struct{}
 )
 
 // authenticate returns the tenant of the request's bearer token: ("", nil)
@@ -278,6 +280,7 @@ func (s *Server) limits(next http.Handler) http.Handler {
 			r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxJSONBody)
 		}
 		ctx := context.WithValue(r.Context(), writerKey{}, w)
+		ctx = context.WithValue(ctx, instanceKey{}, r.URL.Path)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

@@ -540,9 +540,20 @@ func (u *uploads) Append(ctx context.Context, id string, offset int64, r io.Read
 		return 0, err
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
-		// Uploads.Commit linked this file into the blob store; writing
-		// would change a committed blob.
-		return 0, errors.New("upload was already committed")
+		// Uploads.Commit linked this file into the blob store (and the
+		// caller then could not record the file: a path taken, a package
+		// finalized). Writing would change a committed blob: give the
+		// upload its own copy first.
+		f.Close()
+		if err := u.unlink(p, offset); err != nil {
+			return 0, err
+		}
+		if f, err = os.OpenFile(p, os.O_WRONLY, 0o600); err != nil {
+			return 0, notFound(err)
+		}
+		if fi, err = f.Stat(); err != nil {
+			return 0, err
+		}
 	}
 	if fi.Size() < offset {
 		return 0, fmt.Errorf("upload shorter than offset: has %d bytes", fi.Size())
@@ -807,4 +818,34 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %w", blob.ErrNoSpace, err)
 	}
 	return err
+}
+
+// unlink replaces the staged upload at p, which shares its inode with a
+// committed blob, by a private copy of its first size bytes.
+func (u *uploads) unlink(p string, size int64) error {
+	src, err := os.Open(p)
+	if err != nil {
+		return notFound(err)
+	}
+	defer src.Close()
+	tmp, err := os.CreateTemp(u.uploads, ".copy-*")
+	if err != nil {
+		return mapErr(err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op after the rename
+	if _, err := io.Copy(tmp, io.LimitReader(src, size)); err != nil {
+		tmp.Close()
+		return mapErr(err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return mapErr(err)
+	}
+	if err := tmp.Close(); err != nil {
+		return mapErr(err)
+	}
+	if err := os.Rename(tmp.Name(), p); err != nil {
+		return mapErr(err)
+	}
+	return syncDir(u.uploads)
 }

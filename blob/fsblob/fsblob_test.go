@@ -288,7 +288,7 @@ func TestInvalidUploadID(t *testing.T) {
 	}
 }
 
-func TestAppendAfterLinkedCommitRefused(t *testing.T) {
+func TestAppendAfterLinkedCommitCopies(t *testing.T) {
 	s := mustOpen(t, t.TempDir())
 	u := s.Uploads()
 	data := []byte("linked into place")
@@ -299,11 +299,25 @@ func TestAppendAfterLinkedCommitRefused(t *testing.T) {
 	if err := u.Commit(t.Context(), "lnk", int64(len(data)), d); err != nil {
 		t.Fatal(err)
 	}
-	for _, off := range []int64{0, 5, int64(len(data))} {
-		if _, err := u.Append(t.Context(), "lnk", off, strings.NewReader("oops")); err == nil {
-			t.Errorf("Append at %d to a committed (linked) upload succeeded", off)
+	// Appending again (the caller could not record the file and the
+	// session goes on) gives the upload its own copy: the blob never
+	// changes.
+	for _, off := range []int64{int64(len(data)), 5, 0} {
+		n, err := u.Append(t.Context(), "lnk", off, strings.NewReader("more"))
+		if err != nil || n != 4 {
+			t.Fatalf("Append at %d after a linked commit = %d, %v", off, n, err)
+		}
+		rc, err := u.Open(t.Context(), "lnk", off+4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(rc)
+		rc.Close()
+		if want := string(data[:off]) + "more"; string(got) != want {
+			t.Errorf("upload after Append at %d = %q, want %q", off, got, want)
 		}
 	}
+
 	r, err := s.Open(t.Context(), d)
 	if err != nil {
 		t.Fatal(err)
