@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/artifactstore/artifactstore"
 	"github.com/artifactstore/artifactstore/embedded"
@@ -282,5 +284,33 @@ func TestWalkthrough(t *testing.T) {
 	r = ts.do(t, "GET", "/events?since=0&wait=0", tokenAcme, nil)
 	if r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "application/cbor") || len(r.body) == 0 {
 		t.Fatalf("CBOR events: %d %v", r.status, r.header)
+	}
+}
+
+// TestInterruptedAppendKeepsBytes: a client that sends half of a PATCH body
+// and hangs up keeps the half that arrived; it resumes from there.
+func TestInterruptedAppendKeepsBytes(t *testing.T) {
+	ts := newServer(t, false)
+	r := ts.do(t, "POST", "/uploads", tokenAcme, nil)
+	loc := r.header.Get("Location")
+	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "PATCH %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nUpload-Offset: 0\r\nContent-Type: application/octet-stream\r\nContent-Length: 2000000\r\n\r\n", loc, tokenAcme)
+	if _, err := conn.Write(bytes.Repeat([]byte("k"), 1_000_000)); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r = ts.do(t, "HEAD", loc, tokenAcme, nil)
+		if r.header.Get("Upload-Offset") == "1000000" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the broken PATCH the upload is at %q, want 1000000", r.header.Get("Upload-Offset"))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
