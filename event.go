@@ -144,19 +144,28 @@ type wirePage struct {
 	Head   uint64      `cbor:"head" json:"head"`
 }
 
-func (p EventPage) wire() wirePage {
-	w := wirePage{Events: make([]wireEvent, len(p.Events)), Next: p.Next, Head: p.Head}
-	for i, e := range p.Events {
-		w.Events[i] = wireEvent{
-			Seq: e.Seq, Type: e.Type, Time: FormatTime(e.Time), Tenant: e.Tenant,
-			PackageID: e.PackageID, FileID: e.FileID, Data: e.Data,
-		}
-		if w.Events[i].Data == nil {
-			w.Events[i].Data = map[string]any{}
-		}
+func (e Event) wire() wireEvent {
+	w := wireEvent{
+		Seq: e.Seq, Type: e.Type, Time: FormatTime(e.Time), Tenant: e.Tenant,
+		PackageID: e.PackageID, FileID: e.FileID, Data: e.Data,
+	}
+	if w.Data == nil {
+		w.Data = map[string]any{}
 	}
 	return w
 }
+
+func (p EventPage) wire() wirePage {
+	w := wirePage{Events: make([]wireEvent, len(p.Events)), Next: p.Next, Head: p.Head}
+	for i, e := range p.Events {
+		w.Events[i] = e.wire()
+	}
+	return w
+}
+
+// MarshalJCS encodes one event as JCS (RFC 8785) JSON, as it appears in an
+// event page.
+func (e Event) MarshalJCS() ([]byte, error) { return canonicalJSON(e.wire()) }
 
 // MarshalCBOR encodes the page {events, next, head} as deterministic CBOR,
 // the way the manifest is encoded.

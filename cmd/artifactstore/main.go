@@ -42,7 +42,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 2
 		}
-		fmt.Fprintln(stderr, "artifactstore:", oneLine(err.Error()))
+		fmt.Fprintln(stderr, "artifactstore:", oneLine(describe(err)))
+		if _, ok := err.(usageError); ok {
+			return 2
+		}
 		return 1
 	}
 	return 0
@@ -58,6 +61,11 @@ func rootCommand(stdout, stderr io.Writer) *ffcli.Command {
 		FlagSet:    fs,
 		Subcommands: []*ffcli.Command{
 			serveCommand(stdout, stderr),
+			pushCommand(stdout, stderr),
+			pullCommand(stdout, stderr),
+			manifestCommand(stdout, stderr),
+			lsCommand(stdout, stderr),
+			eventsCommand(stdout, stderr),
 		},
 		Exec: func(context.Context, []string) error { return flag.ErrHelp },
 	}

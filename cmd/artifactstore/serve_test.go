@@ -46,12 +46,17 @@ type serverProc struct {
 }
 
 // startServer runs `artifactstore serve` as a child process on a free port.
-func startServer(tb testing.TB, data string, extraEnv ...string) *serverProc {
+func startServer(tb testing.TB, data string) *serverProc {
 	tb.Helper()
-	args := strings.Join([]string{"serve", "--addr", "127.0.0.1:0", "--data", data}, "\x1f")
+	return startServerAt(tb, data, "127.0.0.1:0")
+}
+
+// startServerAt runs the server on addr.
+func startServerAt(tb testing.TB, data, addr string) *serverProc {
+	tb.Helper()
+	args := strings.Join([]string{"serve", "--addr", addr, "--data", data}, "\x1f")
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), runMainEnv+"="+args, "ARTIFACTSTORE_TOKENS=acme:secret")
-	cmd.Env = append(cmd.Env, extraEnv...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		tb.Fatal(err)
