@@ -77,7 +77,7 @@ func TestPushManifestPull(t *testing.T) {
 		"empty":                     "",
 		"deep/a/b/c/d.txt":          "deep",
 		"with space/a file.txt":     "spaces",
-		"日本語/ファイル.txt":             "こんにちは",
+		"日本語/ファイル.txt":              "こんにちは",
 		"ü/ß.bin":                   "umlaut",
 		"big/blob.bin":              big,
 		".hidden":                   "dotfile",
