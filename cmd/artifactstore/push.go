@@ -412,6 +412,7 @@ func (s *pushState) remove() { os.Remove(s.path) }
 // elsewhere.
 type progress struct {
 	bar *progressbar.ProgressBar
+	mu  sync.Mutex // serializes lines on out
 	out io.Writer
 }
 
@@ -443,7 +444,9 @@ func (p *progress) readSeeker(r io.ReadSeeker) io.ReadSeeker {
 
 func (p *progress) done(f localFile) {
 	if p.bar == nil {
+		p.mu.Lock()
 		fmt.Fprintf(p.out, "pushed %s (%d bytes)\n", f.rel, f.size)
+		p.mu.Unlock()
 	}
 }
 

@@ -162,6 +162,9 @@ func TestServerMemoryFlat(t *testing.T) {
 	if testing.Short() {
 		t.Skip("moves 3 GiB through a server process; skipped with -short")
 	}
+	if raceEnabled {
+		t.Skip("memory is measured without the race detector (make test runs it so)")
+	}
 	const size = 1 << 30
 	srv := startServer(t, t.TempDir())
 	pkg := srv.json(t, "POST", "/packages", strings.NewReader(`{"producer":"ci","subject":"mem"}`), 201, "Content-Type", "application/json")["id"].(string)
