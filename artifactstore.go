@@ -147,7 +147,28 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.CleanupInterval > 0 {
 		s.wg.Go(func() { s.cleanupLoop(bg) })
 	}
+	if l, ok := opts.Catalog.(catalog.Listener); ok {
+		s.wg.Go(func() { s.listen(bg, l) })
+	}
 	return s, nil
+}
+
+// listen relays the catalog's change notifications (other replicas'
+// commits) to this Store's long-polls, listening again after a failure.
+func (s *Store) listen(ctx context.Context, l catalog.Listener) {
+	for ctx.Err() == nil {
+		err := l.Listen(ctx, func(string) { s.notify.broadcast() })
+		if ctx.Err() != nil || errors.Is(err, catalog.ErrClosed) {
+			return
+		}
+		s.log.Warn("artifactstore: catalog notifications stopped; listening again", "err", err)
+		// Whatever committed meanwhile: wake the waiters to re-read.
+		s.notify.broadcast()
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // Close stops background work and closes both backends. Operations after

@@ -231,3 +231,14 @@ type Catalog interface {
 	// Close releases the catalog. Using it afterwards returns ErrClosed.
 	Close() error
 }
+
+// Listener is implemented by catalogs shared by several processes (a
+// networked database): Listen calls onEvent with a tenant after every
+// committed transaction of another process (or this one) that wrote that
+// tenant's events, so long-polls wake up across replicas without polling.
+// Notifications are hints; readers always re-read Events from their cursor.
+// Listen blocks until ctx ends, the catalog closes, or its connection fails
+// (the caller then listens again).
+type Listener interface {
+	Listen(ctx context.Context, onEvent func(tenant string)) error
+}

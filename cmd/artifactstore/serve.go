@@ -17,7 +17,6 @@ import (
 	"github.com/peterbourgon/ff/v3/ffcli"
 
 	"github.com/artifactstore/artifactstore"
-	"github.com/artifactstore/artifactstore/embedded"
 	"github.com/artifactstore/artifactstore/httpserver"
 )
 
@@ -27,6 +26,8 @@ type serveConfig struct {
 	tokens     string
 	tokensFile string
 	anonRead   bool
+	catalog    string
+	blob       string
 }
 
 func serveCommand(stdout, stderr io.Writer) *ffcli.Command {
@@ -38,6 +39,8 @@ func serveCommand(stdout, stderr io.Writer) *ffcli.Command {
 	fs.StringVar(&cfg.tokens, "tokens", "", "bearer tokens as tenant:token,tenant:token (ARTIFACTSTORE_TOKENS)")
 	fs.StringVar(&cfg.tokensFile, "tokens-file", "", "file of tenant:token lines (ARTIFACTSTORE_TOKENS_FILE)")
 	fs.BoolVar(&cfg.anonRead, "anon-read", false, "let callers without a token use the read endpoints; development only (ARTIFACTSTORE_ANON_READ)")
+	fs.StringVar(&cfg.catalog, "catalog", "", "PostgreSQL catalog, postgres://user@host:port/db?sslmode=disable (ARTIFACTSTORE_CATALOG; default: SQLite in --data)")
+	fs.StringVar(&cfg.blob, "blob", "", "S3 blob store, s3://bucket?endpoint=http://host:port&region=r, credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (ARTIFACTSTORE_BLOB; default: files in --data)")
 	fs.String("config", "", "config file of \"flag value\" lines")
 	return &ffcli.Command{
 		Name:       "serve",
@@ -91,7 +94,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout, stderr io.Writer) error
 		}
 	}
 
-	st, err := embedded.Open(ctx, cfg.data, artifactstore.Options{Logger: log})
+	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -116,7 +119,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout, stderr io.Writer) error
 	}
 	hs.RegisterOnShutdown(srv.Drain)
 
-	fmt.Fprintf(stdout, "artifactstore listening on http://%s (data in %s)\n", ln.Addr(), cfg.data)
+	fmt.Fprintf(stdout, "artifactstore listening on http://%s (%s)\n", ln.Addr(), describeBackends(cfg))
 	switch {
 	case len(tokens) == 0:
 		fmt.Fprintln(stdout, "WARNING: no tokens are configured: every write is refused. Set ARTIFACTSTORE_TOKENS=tenant:token or --tokens-file.")
@@ -144,4 +147,16 @@ func serve(ctx context.Context, cfg serveConfig, stdout, stderr io.Writer) error
 		return err
 	}
 	return nil
+}
+
+// describeBackends says where the data lives, without credentials.
+func describeBackends(cfg serveConfig) string {
+	cat, blobs := "SQLite in "+cfg.data, "blobs in "+cfg.data
+	if cfg.catalog != "" {
+		cat = "PostgreSQL catalog"
+	}
+	if cfg.blob != "" {
+		blobs = "S3 blobs"
+	}
+	return cat + ", " + blobs
 }
