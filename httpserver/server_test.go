@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/artifactstore/artifactstore"
-	"github.com/artifactstore/artifactstore/embedded"
 	"github.com/artifactstore/artifactstore/httpserver"
+	"github.com/artifactstore/artifactstore/internal/testbackend"
 )
 
 const (
@@ -31,11 +31,13 @@ type testServer struct {
 	st *artifactstore.Store
 }
 
-// newServer runs the reference server over an embedded store on a real
-// loopback listener.
+// newServer runs the reference server on a real loopback listener, over a
+// store on the backends ARTIFACTSTORE_TEST_BACKEND selects (see
+// internal/testbackend): embedded by default, or PostgreSQL and S3.
 func newServer(tb testing.TB, anonRead bool) *testServer {
 	tb.Helper()
-	st, err := embedded.Open(context.Background(), tb.TempDir(), artifactstore.Options{CleanupInterval: -1})
+	blobs, cat := testbackend.Open(tb)
+	st, err := artifactstore.Open(context.Background(), artifactstore.Options{Blobs: blobs, Catalog: cat, CleanupInterval: -1})
 	if err != nil {
 		tb.Fatal(err)
 	}
