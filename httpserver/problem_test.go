@@ -1,6 +1,10 @@
 package httpserver
 
 import (
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/artifactstore/artifactstore"
@@ -31,4 +35,22 @@ func TestProblemForHidesInternalDetail(t *testing.T) {
 	if p.Status != 409 || p.ExpectedOffset == nil || *p.ExpectedOffset != 3 || p.Type != "/problems/offset-mismatch" {
 		t.Errorf("offset problem = %+v", p)
 	}
+}
+
+func TestRecoverTurnsPanicsIntoProblems(t *testing.T) {
+	s := &Server{log: slog.New(slog.DiscardHandler)}
+	h := s.recover(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") }))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/x", nil))
+	if rec.Code != 500 || rec.Header().Get("Content-Type") != "application/problem+json" || strings.Contains(rec.Body.String(), "boom") {
+		t.Errorf("panic answered %d %q %s", rec.Code, rec.Header().Get("Content-Type"), rec.Body)
+	}
+	// http.ErrAbortHandler still aborts the connection.
+	abort := s.recover(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic(http.ErrAbortHandler) }))
+	defer func() {
+		if recover() != http.ErrAbortHandler {
+			t.Error("ErrAbortHandler was swallowed")
+		}
+	}()
+	abort.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/x", nil))
 }
