@@ -3,7 +3,7 @@
 
 GO ?= go
 
-.PHONY: dev demo test test-short bench fuzz lint generate check-generated
+.PHONY: dev demo test test-all test-short bench fuzz lint generate check-generated
 
 # Run the reference server on the embedded default (./artifactstore-data,
 # 127.0.0.1:8480) with a development token (tenant "dev", token "dev-token")
@@ -33,6 +33,11 @@ test:
 	$(GO) test -count=1 -run 'TestServerMemoryFlat' -v ./cmd/artifactstore
 	$(GO) build -o /dev/null ./examples/...
 	$(GO) run ./examples/inprocess >/dev/null
+
+# What CI runs: also starts PostgreSQL and versitygw (S3) on loopback and
+# requires their suites instead of skipping them (needs root for initdb).
+test-all:
+	bash .ci/run
 
 test-short:
 	$(GO) test -short ./...

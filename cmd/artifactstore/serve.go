@@ -151,12 +151,13 @@ func serve(ctx context.Context, cfg serveConfig, stdout, stderr io.Writer) error
 
 // describeBackends says where the data lives, without credentials.
 func describeBackends(cfg serveConfig) string {
-	cat, blobs := "SQLite in "+cfg.data, "blobs in "+cfg.data
-	if cfg.catalog != "" {
-		cat = "PostgreSQL catalog"
+	switch {
+	case cfg.catalog == "" && cfg.blob == "":
+		return "data in " + cfg.data + ": SQLite catalog, blobs on disk"
+	case cfg.catalog == "":
+		return "SQLite catalog in " + cfg.data + ", blobs in S3"
+	case cfg.blob == "":
+		return "PostgreSQL catalog, blobs in " + cfg.data
 	}
-	if cfg.blob != "" {
-		blobs = "S3 blobs"
-	}
-	return cat + ", " + blobs
+	return "PostgreSQL catalog, blobs in S3"
 }
