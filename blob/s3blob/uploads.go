@@ -123,10 +123,11 @@ func cutSpans(spans []span, n int64) []span {
 
 // Append checks that the chunks before offset cover it, deletes every chunk
 // at or past offset, spools r to a temp file in os.TempDir (so memory stays
-// small and the length is known), then stores what arrived as the chunk at
-// offset. The spool lets a client that breaks off mid-way keep the bytes it
-// sent: they are stored, and counted, even if ctx is cancelled meanwhile (a
-// client going away cancels its request's context too).
+// small and the length is known; unlinked at once, so that it cannot outlive
+// the process), then stores what arrived as the chunk at offset. The spool
+// lets a client that breaks off mid-way keep the bytes it sent: they are
+// stored, and counted, even if ctx is cancelled meanwhile (a client going
+// away cancels its request's context too).
 func (u *uploads) Append(ctx context.Context, id string, offset int64, r io.Reader) (n int64, err error) {
 	defer func() {
 		if err != nil {
@@ -169,9 +170,14 @@ func (u *uploads) Append(ctx context.Context, id string, offset int64, r io.Read
 	if err != nil {
 		return 0, err
 	}
+	// Unlinked at once where the OS allows it (the descriptor keeps the
+	// bytes): a process killed mid-append leaves no spool file behind.
+	unlinked := os.Remove(f.Name()) == nil
 	defer func() {
 		f.Close()
-		os.Remove(f.Name())
+		if !unlinked {
+			os.Remove(f.Name())
+		}
 	}()
 	n, rerr := spool(ctx, f, r)
 	var serr *spoolError

@@ -51,10 +51,11 @@ func startServer(tb testing.TB, data string) *serverProc {
 	return startServerAt(tb, data, "127.0.0.1:0")
 }
 
-// startServerAt runs the server on addr.
-func startServerAt(tb testing.TB, data, addr string) *serverProc {
+// startServerAt runs the server on addr; extra arguments follow the
+// others (e.g. "--catalog", dsn, "--blob", url).
+func startServerAt(tb testing.TB, data, addr string, extra ...string) *serverProc {
 	tb.Helper()
-	args := strings.Join([]string{"serve", "--addr", addr, "--data", data}, "\x1f")
+	args := strings.Join(append([]string{"serve", "--addr", addr, "--data", data}, extra...), "\x1f")
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), runMainEnv+"="+args, "ARTIFACTSTORE_TOKENS=acme:secret")
 	stdout, err := cmd.StdoutPipe()
