@@ -30,6 +30,10 @@ demo:
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	@if [ -n "$$ARTIFACTSTORE_TEST_POSTGRES" ] && [ -n "$$ARTIFACTSTORE_TEST_S3" ]; then \
+		echo "the HTTP suite again, on PostgreSQL + S3"; \
+		ARTIFACTSTORE_TEST_BACKEND=postgres+s3 $(GO) test -race -count=1 ./httpserver/; \
+	fi
 	$(GO) test -count=1 -run 'TestServerMemoryFlat' -v ./cmd/artifactstore
 	$(GO) build -o /dev/null ./examples/...
 	$(GO) run ./examples/inprocess >/dev/null

@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/artifactstore/artifactstore"
-	"github.com/artifactstore/artifactstore/embedded"
+	"github.com/artifactstore/artifactstore/internal/testbackend"
 	"github.com/artifactstore/artifactstore/httpserver"
 )
 
@@ -37,7 +37,8 @@ func (s *syncBuffer) String() string {
 // appear in the log, whether valid or not.
 func TestAccessLog(t *testing.T) {
 	var logs syncBuffer
-	st, err := embedded.Open(context.Background(), t.TempDir(), artifactstore.Options{CleanupInterval: -1})
+	b, c := testbackend.Open(t)
+	st, err := artifactstore.Open(context.Background(), artifactstore.Options{Blobs: b, Catalog: c, CleanupInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +90,8 @@ func TestAccessLog(t *testing.T) {
 // TestInternalErrorsAreProblems: a failing store gives 500 problems that
 // hide the cause, and the server keeps serving.
 func TestInternalErrorsAreProblems(t *testing.T) {
-	st, err := embedded.Open(context.Background(), t.TempDir(), artifactstore.Options{CleanupInterval: -1})
+	b, c := testbackend.Open(t)
+	st, err := artifactstore.Open(context.Background(), artifactstore.Options{Blobs: b, Catalog: c, CleanupInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,10 +108,10 @@ func TestInternalErrorsAreProblems(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := io.ReadAll(res.Body)
+	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	if res.StatusCode != 500 || !strings.Contains(string(b), "/problems/internal") || strings.Contains(string(b), "closed") {
-		t.Errorf("a closed store answers %d %s", res.StatusCode, b)
+	if res.StatusCode != 500 || !strings.Contains(string(body), "/problems/internal") || strings.Contains(string(body), "closed") {
+		t.Errorf("a closed store answers %d %s", res.StatusCode, body)
 	}
 	if res, err := http.Get(ts.URL + "/health"); err != nil || res.StatusCode != 200 {
 		t.Errorf("health after failures: %v", err)
