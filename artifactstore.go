@@ -51,6 +51,7 @@ const DefaultRetentionClass = "standard"
 const (
 	DefaultMaxFileSize     = int64(1) << 40 // 1 TiB
 	DefaultUploadTTL       = 24 * time.Hour
+	DefaultUploadClaimTTL  = 30 * time.Second
 	DefaultOrphanGrace     = time.Hour
 	DefaultCleanupInterval = 10 * time.Minute
 )
@@ -70,6 +71,11 @@ type Options struct {
 	// UploadTTL is how long an upload session lives after it is created
 	// (default DefaultUploadTTL).
 	UploadTTL time.Duration
+	// UploadClaimTTL is how long an append or completion holds an upload
+	// session without renewing its claim (default DefaultUploadClaimTTL):
+	// after a process dies mid-append, the session can be appended to again
+	// after this long.
+	UploadClaimTTL time.Duration
 	// OrphanGrace is how old an unreferenced blob must be before Cleanup
 	// deletes it (default DefaultOrphanGrace). It must be longer than any
 	// single PutFile takes between storing its bytes and recording the file.
@@ -83,12 +89,11 @@ type Options struct {
 
 // Store is an artifact store. It is safe for concurrent use.
 type Store struct {
-	blobs   blob.Store
-	cat     catalog.Catalog
-	opts    Options
-	log     *slog.Logger
-	notify  *notifier
-	uploads busySet
+	blobs  blob.Store
+	cat    catalog.Catalog
+	opts   Options
+	log    *slog.Logger
+	notify *notifier
 
 	// gc is held shared from a blob's commit until its file is recorded,
 	// and exclusively while Cleanup checks and deletes one orphan, so a
@@ -122,6 +127,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.UploadTTL <= 0 {
 		opts.UploadTTL = DefaultUploadTTL
 	}
+	if opts.UploadClaimTTL <= 0 {
+		opts.UploadClaimTTL = DefaultUploadClaimTTL
+	}
 	if opts.OrphanGrace <= 0 {
 		opts.OrphanGrace = DefaultOrphanGrace
 	}
@@ -133,12 +141,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{
-		blobs:   opts.Blobs,
-		cat:     opts.Catalog,
-		opts:    opts,
-		log:     log,
-		notify:  newNotifier(),
-		uploads: busySet{m: map[string]struct{}{}},
+		blobs:  opts.Blobs,
+		cat:    opts.Catalog,
+		opts:   opts,
+		log:    log,
+		notify: newNotifier(),
 	}
 	s.ids.entropy = ulid.Monotonic(rand.Reader, 0)
 
@@ -261,29 +268,6 @@ func (s *Store) Cleanup(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// busySet marks upload sessions that an operation is working on, so two
-// appends to one session never interleave.
-type busySet struct {
-	mu sync.Mutex
-	m  map[string]struct{}
-}
-
-func (b *busySet) acquire(id string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if _, ok := b.m[id]; ok {
-		return false
-	}
-	b.m[id] = struct{}{}
-	return true
-}
-
-func (b *busySet) release(id string) {
-	b.mu.Lock()
-	delete(b.m, id)
-	b.mu.Unlock()
 }
 
 // collect deletes an unreferenced blob unless a write touched it since the

@@ -111,19 +111,62 @@ func (s *Store) getUpload(ctx context.Context, op, tenant, id string) (catalog.U
 	return u, nil
 }
 
-// lock marks an upload busy for the duration of one operation; a concurrent
-// operation on the same upload is a Conflict rather than a wait behind a
-// slow stream.
-func (s *Store) lock(op, id string) (func(), error) {
-	if !s.uploads.acquire(id) {
-		return nil, errorf(op, Conflict, "another request is working on upload %s", id)
+// claim takes the catalog's append claim on an upload at offset for one
+// operation, so appends (and completion) of one session are exclusive across
+// every process sharing the catalog, and keeps it alive while the operation
+// runs. lost is closed if the claim could not be renewed; release gives the
+// claim up when the operation did not advance the upload.
+type claim struct {
+	holder string
+	stop   chan struct{}
+	done   chan struct{}
+	lost   chan struct{}
+}
+
+func (s *Store) claim(ctx context.Context, op, tenant string, u catalog.Upload) (*claim, error) {
+	c := &claim{holder: s.newID(), stop: make(chan struct{}), done: make(chan struct{}), lost: make(chan struct{})}
+	ttl := s.opts.UploadClaimTTL
+	if _, err := s.cat.ClaimUpload(ctx, tenant, u.ID, c.holder, u.Offset, ttl); err != nil {
+		if errors.Is(err, catalog.ErrConflict) {
+			if cur, gerr := s.cat.GetUpload(ctx, tenant, u.ID); gerr == nil && cur.Offset != u.Offset {
+				return nil, &Error{Op: op, Kind: OffsetMismatch, Offset: cur.Offset,
+					Detail: fmt.Sprintf("the upload is at byte %d; the request started at %d", cur.Offset, u.Offset)}
+			}
+			return nil, &Error{Op: op, Kind: Conflict, Detail: fmt.Sprintf("another request is working on upload %s", u.ID), Err: err}
+		}
+		return nil, notFound(op, err, "upload %s", u.ID)
 	}
-	return func() { s.uploads.release(id) }, nil
+	go func() {
+		defer close(c.done)
+		t := time.NewTicker(ttl / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-c.stop:
+				return
+			case <-t.C:
+				if _, err := s.cat.ClaimUpload(context.WithoutCancel(ctx), tenant, u.ID, c.holder, u.Offset, ttl); err != nil {
+					close(c.lost)
+					return
+				}
+			}
+		}
+	}()
+	return c, nil
+}
+
+// end stops renewing the claim.
+func (c *claim) end() {
+	close(c.stop)
+	<-c.done
 }
 
 // AppendUpload appends the bytes of r to an upload at offset, which must be
 // the upload's current offset (or AtCurrentOffset); otherwise it is an
 // OffsetMismatch error carrying the current offset, and nothing changes.
+// Appends to one upload are exclusive, also across processes sharing the
+// catalog: a concurrent one is a Conflict rather than a wait behind a slow
+// stream.
 //
 // Bytes are durable and counted before AppendUpload returns. If r fails
 // part-way (a client that went away), the bytes that arrived are kept: the
@@ -135,11 +178,6 @@ func (s *Store) AppendUpload(ctx context.Context, tenant, id string, offset int6
 	if offset < AtCurrentOffset {
 		return Upload{}, invalid(op, FieldError{"offset", "must not be negative"})
 	}
-	unlock, err := s.lock(op, id)
-	if err != nil {
-		return Upload{}, err
-	}
-	defer unlock()
 	u, err := s.getUpload(ctx, op, tenant, id)
 	if err != nil {
 		return Upload{}, err
@@ -158,18 +196,39 @@ func (s *Store) AppendUpload(ctx context.Context, tenant, id string, offset int6
 	if err != nil {
 		return Upload{}, wrap(op, err)
 	}
+	cl, err := s.claim(ctx, op, tenant, u)
+	if err != nil {
+		return uploadFrom(u), err
+	}
+	// Only the reader ends an append: when a client goes away its request's
+	// context is cancelled too, and the bytes that arrived must still be
+	// stored and counted. So the storage and the catalog see a context that
+	// is not cancelled with ctx; losing the claim cancels it, so a stalled
+	// append never writes over a successor's bytes.
+	actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	go func() {
+		select {
+		case <-cl.lost:
+			cancel()
+		case <-actx.Done():
+		}
+	}()
+	advanced := false
+	defer func() {
+		cl.end()
+		if !advanced {
+			s.cat.AdvanceUpload(context.WithoutCancel(ctx), tenant, id, cl.holder, u.Offset, u.Offset, u.HashState)
+		}
+	}()
+
 	max := s.opts.MaxFileSize
 	if u.Size >= 0 {
 		max = u.Size
 	}
 	counted := &countingWriter{w: h}
 	lr := &limitReader{r: io.TeeReader(r, counted), left: max - u.Offset}
-	// Only the reader ends an append: when a client goes away its request's
-	// context is cancelled too, and the bytes that arrived must still be
-	// stored and counted. So the storage and the catalog see a context that
-	// is not cancelled with ctx.
-	ctx = context.WithoutCancel(ctx)
-	n, appendErr := s.blobs.Uploads().Append(ctx, id, u.Offset, lr)
+	n, appendErr := s.blobs.Uploads().Append(actx, id, u.Offset, lr)
 	switch {
 	case appendErr == nil:
 	case errors.Is(appendErr, errTooLarge):
@@ -186,7 +245,7 @@ func (s *Store) AppendUpload(ctx context.Context, tenant, id string, offset int6
 	if counted.n != n {
 		// The hash saw bytes the backend did not keep: re-derive it from
 		// what is stored.
-		if h, err = s.rehash(ctx, id, u.Offset+n); err != nil {
+		if h, err = s.rehash(actx, id, u.Offset+n); err != nil {
 			return uploadFrom(u), wrap(op, err)
 		}
 	}
@@ -194,10 +253,11 @@ func (s *Store) AppendUpload(ctx context.Context, tenant, id string, offset int6
 	if err != nil {
 		return uploadFrom(u), wrap(op, err)
 	}
-	nu, err := s.cat.AdvanceUpload(ctx, tenant, id, u.Offset, u.Offset+n, state)
+	nu, err := s.cat.AdvanceUpload(actx, tenant, id, cl.holder, u.Offset, u.Offset+n, state)
 	if err != nil {
 		return uploadFrom(u), wrap(op, err)
 	}
+	advanced = true
 	return uploadFrom(nu), s.appendFailure(op, appendErr)
 }
 
@@ -238,11 +298,6 @@ func (s *Store) CompleteUpload(ctx context.Context, tenant, id string, req Compl
 	if err := s.checkNewFile(op, tenant, req.PackageID, req.Path, &o); err != nil {
 		return File{}, err
 	}
-	unlock, err := s.lock(op, id)
-	if err != nil {
-		return File{}, err
-	}
-	defer unlock()
 	u, err := s.getUpload(ctx, op, tenant, id)
 	if err != nil {
 		return File{}, err
@@ -281,6 +336,20 @@ func (s *Store) CompleteUpload(ctx context.Context, tenant, id string, req Compl
 	if p.State != StateOpen {
 		return File{}, errorf(op, Finalized, "package %s is finalized", req.PackageID)
 	}
+	// No append may run while the bytes are promoted: hold the claim. A
+	// successful completion ends the session (and so the claim); otherwise
+	// it is given back.
+	cl, err := s.claim(ctx, op, tenant, u)
+	if err != nil {
+		return File{}, err
+	}
+	completed := false
+	defer func() {
+		cl.end()
+		if !completed {
+			s.cat.AdvanceUpload(context.WithoutCancel(ctx), tenant, id, cl.holder, u.Offset, u.Offset, u.HashState)
+		}
+	}()
 
 	s.gc.RLock()
 	defer s.gc.RUnlock()
@@ -302,6 +371,7 @@ func (s *Store) CompleteUpload(ctx context.Context, tenant, id string, req Compl
 	if err != nil {
 		return File{}, err
 	}
+	completed = true
 	// The file is recorded; the staged copy is no longer needed. Failing to
 	// delete it leaves an orphan for Cleanup, not an error for the caller.
 	if err := s.blobs.Uploads().Delete(ctx, id); err != nil && !errors.Is(err, blob.ErrNotFound) {
@@ -316,11 +386,6 @@ func (s *Store) AbortUpload(ctx context.Context, tenant, id string) error {
 	if err := checkWrite(op, tenant, "upload_id", id); err != nil {
 		return err
 	}
-	unlock, err := s.lock(op, id)
-	if err != nil {
-		return err
-	}
-	defer unlock()
 	if err := s.cat.DeleteUpload(ctx, tenant, id); err != nil {
 		return notFound(op, err, "upload %s", id)
 	}

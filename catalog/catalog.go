@@ -197,10 +197,20 @@ type Catalog interface {
 	// GetUpload returns an unexpired session, or ErrNotFound.
 	GetUpload(ctx context.Context, tenant, id string) (Upload, error)
 
-	// AdvanceUpload moves an unexpired, uncompleted session from offset
-	// from to offset to with the given hash state. ErrConflict if its offset
-	// is not from or it has completed; ErrNotFound if missing or expired.
-	AdvanceUpload(ctx context.Context, tenant, id string, from, to int64, hashState []byte) (Upload, error)
+	// ClaimUpload gives holder the right to append to an unexpired,
+	// uncompleted session at offset, until ttl from now: appends to one
+	// session are exclusive across every process sharing the catalog. The
+	// same holder may claim again to extend its claim. ErrConflict if the
+	// session's offset is not offset, it has completed, or another holder's
+	// claim has not run out; ErrNotFound if missing or expired.
+	ClaimUpload(ctx context.Context, tenant, id, holder string, offset int64, ttl time.Duration) (Upload, error)
+
+	// AdvanceUpload moves a session that holder has claimed from offset
+	// from to offset to (to == from just gives the claim up) with the given
+	// hash state, and ends the claim. ErrConflict if holder's claim ran out
+	// or was taken over, its offset is not from, or it has completed;
+	// ErrNotFound if missing or expired.
+	AdvanceUpload(ctx context.Context, tenant, id, holder string, from, to int64, hashState []byte) (Upload, error)
 
 	// CompleteUpload turns a session into file f of an open package, like
 	// AddFile, and records f's ID on the session, all at once. If the

@@ -87,6 +87,7 @@ func Run(t *testing.T, h Harness) {
 		{"Finalize", testFinalize},
 		{"UploadRoundTrip", testUploadRoundTrip},
 		{"AdvanceUpload", testAdvanceUpload},
+		{"UploadClaims", testUploadClaims},
 		{"UploadExpiry", testUploadExpiry},
 		{"CompleteUpload", testCompleteUpload},
 		{"CompleteUploadFailures", testCompleteUploadFailures},
@@ -1070,14 +1071,26 @@ func testUploadRoundTrip(t *testing.T, f *fixture) {
 	}
 }
 
+// claim claims a session for holder at offset for a minute.
+func (f *fixture) claim(tenant, id, holder string, offset int64) catalog.Upload {
+	f.t.Helper()
+	u, err := f.c.ClaimUpload(f.ctx, tenant, id, holder, offset, time.Minute)
+	if err != nil {
+		f.t.Fatalf("ClaimUpload(%s at %d): %v", holder, offset, err)
+	}
+	return u
+}
+
 func testAdvanceUpload(t *testing.T, f *fixture) {
 	ta := f.tenant("a")
+	h := f.name("holder")
 	u, err := f.c.CreateUpload(f.ctx, catalog.Upload{ID: newID(), Tenant: ta, Size: -1, HashState: []byte("s0")}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.clock.Advance(time.Minute)
-	got, err := f.c.AdvanceUpload(f.ctx, ta, u.ID, 0, 10, []byte("s10"))
+	checkUpload(t, "ClaimUpload", f.claim(ta, u.ID, h, 0), u)
+	got, err := f.c.AdvanceUpload(f.ctx, ta, u.ID, h, 0, 10, []byte("s10"))
 	if err != nil {
 		t.Fatalf("AdvanceUpload(0→10): %v", err)
 	}
@@ -1085,10 +1098,12 @@ func testAdvanceUpload(t *testing.T, f *fixture) {
 	want.Offset, want.HashState = 10, []byte("s10")
 	checkUpload(t, "AdvanceUpload", got, want)
 
-	// A stale from conflicts and changes nothing.
-	_, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, 0, 5, []byte("s5"))
+	// A stale from conflicts and changes nothing, also for the holder of a
+	// live claim.
+	checkUpload(t, "ClaimUpload", f.claim(ta, u.ID, h, 10), want)
+	_, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, h, 0, 5, []byte("s5"))
 	wantErr(t, "AdvanceUpload(stale from)", err, catalog.ErrConflict)
-	_, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, 20, 30, []byte("s30"))
+	_, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, h, 20, 30, []byte("s30"))
 	wantErr(t, "AdvanceUpload(future from)", err, catalog.ErrConflict)
 	g, err := f.c.GetUpload(f.ctx, ta, u.ID)
 	if err != nil {
@@ -1096,7 +1111,8 @@ func testAdvanceUpload(t *testing.T, f *fixture) {
 	}
 	checkUpload(t, "GetUpload after conflicts", g, want)
 
-	got, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, 10, 25, []byte{0xff, 0x00})
+	// The failed advances left the claim in place.
+	got, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, h, 10, 25, []byte{0xff, 0x00})
 	if err != nil {
 		t.Fatalf("AdvanceUpload(10→25): %v", err)
 	}
@@ -1108,35 +1124,207 @@ func testAdvanceUpload(t *testing.T, f *fixture) {
 	}
 	checkUpload(t, "GetUpload", g, want)
 
-	_, err = f.c.AdvanceUpload(f.ctx, ta, newID(), 0, 1, nil)
-	wantErr(t, "AdvanceUpload(missing)", err, catalog.ErrNotFound)
+	// The advance ended the claim.
+	_, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, h, 25, 26, []byte("s26"))
+	wantErr(t, "AdvanceUpload(claim ended)", err, catalog.ErrConflict)
 
-	// Concurrent advances from the same offset: exactly one wins.
+	_, err = f.c.AdvanceUpload(f.ctx, ta, newID(), h, 0, 1, nil)
+	wantErr(t, "AdvanceUpload(missing)", err, catalog.ErrNotFound)
+	_, err = f.c.ClaimUpload(f.ctx, ta, newID(), h, 0, time.Minute)
+	wantErr(t, "ClaimUpload(missing)", err, catalog.ErrNotFound)
+
+	// Concurrent claims at the same offset: exactly one wins, and it
+	// advances.
 	var wins, conflicts atomic.Int32
+	winner := -1
+	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Go(func() {
-			_, err := f.c.AdvanceUpload(f.ctx, ta, u.ID, 25, int64(26+i), []byte{byte(i)})
+			_, err := f.c.ClaimUpload(f.ctx, ta, u.ID, fmt.Sprintf("%s-%d", h, i), 25, time.Minute)
 			switch {
 			case err == nil:
 				wins.Add(1)
+				mu.Lock()
+				winner = i
+				mu.Unlock()
 			case errors.Is(err, catalog.ErrConflict):
 				conflicts.Add(1)
 			default:
-				t.Errorf("concurrent AdvanceUpload: %v", err)
+				t.Errorf("concurrent ClaimUpload: %v", err)
 			}
 		})
 	}
 	wg.Wait()
 	if wins.Load() != 1 || conflicts.Load() != 7 {
-		t.Errorf("concurrent AdvanceUpload: %d wins, %d conflicts; want 1, 7", wins.Load(), conflicts.Load())
+		t.Fatalf("concurrent ClaimUpload: %d wins, %d conflicts; want 1, 7", wins.Load(), conflicts.Load())
+	}
+	for i := range 8 {
+		if i == winner {
+			continue
+		}
+		_, err := f.c.AdvanceUpload(f.ctx, ta, u.ID, fmt.Sprintf("%s-%d", h, i), 25, int64(26+i), []byte{byte(i)})
+		wantErr(t, "AdvanceUpload(lost the claim race)", err, catalog.ErrConflict)
+	}
+	if _, err := f.c.AdvanceUpload(f.ctx, ta, u.ID, fmt.Sprintf("%s-%d", h, winner), 25, int64(26+winner), []byte{byte(winner)}); err != nil {
+		t.Fatalf("AdvanceUpload(won the claim race): %v", err)
 	}
 	g, err = f.c.GetUpload(f.ctx, ta, u.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if i := int(g.Offset) - 26; i < 0 || i >= 8 || !bytes.Equal(g.HashState, []byte{byte(i)}) {
-		t.Errorf("after concurrent AdvanceUpload: offset %d, state %v", g.Offset, g.HashState)
+	if i := int(g.Offset) - 26; i != winner || !bytes.Equal(g.HashState, []byte{byte(i)}) {
+		t.Errorf("after concurrent ClaimUpload: offset %d, state %v; want the winner %d's", g.Offset, g.HashState, winner)
+	}
+}
+
+// testUploadClaims checks ClaimUpload: claims are exclusive, renewable by
+// their holder, run out after their ttl, end with AdvanceUpload, and take a
+// live, uncompleted session of the tenant at its offset.
+func testUploadClaims(t *testing.T, f *fixture) {
+	ta, tb := f.tenant("a"), f.tenant("b")
+	h1, h2, h3 := f.name("h1"), f.name("h2"), f.name("h3")
+	ttl := time.Minute
+	u, err := f.c.CreateUpload(f.ctx, catalog.Upload{ID: newID(), Tenant: ta, Size: -1, HashState: []byte("s0")}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim := func(tenant, id, holder string, offset int64) (catalog.Upload, error) {
+		return f.c.ClaimUpload(f.ctx, tenant, id, holder, offset, ttl)
+	}
+	mustClaim := func(op, holder string, offset int64, want catalog.Upload) {
+		t.Helper()
+		got, err := claim(ta, u.ID, holder, offset)
+		if err != nil {
+			t.Fatalf("%s: %v", op, err)
+		}
+		checkUpload(t, op, got, want)
+	}
+	conflict := func(op, holder string, offset int64) {
+		t.Helper()
+		_, err := claim(ta, u.ID, holder, offset)
+		wantErr(t, op, err, catalog.ErrConflict)
+	}
+	unchanged := func(op string, want catalog.Upload) {
+		t.Helper()
+		g, err := f.c.GetUpload(f.ctx, ta, u.ID)
+		if err != nil {
+			t.Fatalf("%s: GetUpload: %v", op, err)
+		}
+		checkUpload(t, op, g, want)
+	}
+
+	// Exclusive.
+	f.clock.Advance(1500 * time.Microsecond)
+	mustClaim("ClaimUpload(h1)", h1, 0, u)
+	conflict("ClaimUpload(h2 while h1 holds)", h2, 0)
+
+	// A non-holder cannot advance; nothing changes.
+	_, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, h2, 0, 10, []byte("bad"))
+	wantErr(t, "AdvanceUpload(non-holder)", err, catalog.ErrConflict)
+	_, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, h2, 0, 0, []byte("bad"))
+	wantErr(t, "AdvanceUpload(non-holder release)", err, catalog.ErrConflict)
+	unchanged("after AdvanceUpload(non-holder)", u)
+
+	// Renewal by the holder extends the claim from now.
+	f.clock.Advance(40 * time.Second)
+	mustClaim("ClaimUpload(h1 renews)", h1, 0, u)
+	f.clock.Advance(30 * time.Second) // past the first claim's end, before the renewed one's
+	conflict("ClaimUpload(h2 after the first ttl, before the renewed)", h2, 0)
+	f.clock.Advance(30*time.Second - time.Millisecond)
+	conflict("ClaimUpload(h2 just before the renewed claim ends)", h2, 0)
+
+	// Expiry: once the claim ran out another holder takes it, and the first
+	// holder can no longer advance.
+	f.clock.Advance(time.Millisecond)
+	mustClaim("ClaimUpload(h2 after h1's claim ran out)", h2, 0, u)
+	_, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, h1, 0, 10, []byte("s10-h1"))
+	wantErr(t, "AdvanceUpload(claim taken over)", err, catalog.ErrConflict)
+	unchanged("after AdvanceUpload(claim taken over)", u)
+	conflict("ClaimUpload(h1 after h2 took over)", h1, 0)
+	got, err := f.c.AdvanceUpload(f.ctx, ta, u.ID, h2, 0, 10, []byte("s10"))
+	if err != nil {
+		t.Fatalf("AdvanceUpload(h2): %v", err)
+	}
+	want := u
+	want.Offset, want.HashState = 10, []byte("s10")
+	checkUpload(t, "AdvanceUpload(h2)", got, want)
+
+	// A claim that ran out without being taken over is no use either.
+	mustClaim("ClaimUpload(h3)", h3, 10, want)
+	f.clock.Advance(ttl)
+	_, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, h3, 10, 20, []byte("s20"))
+	wantErr(t, "AdvanceUpload(claim ran out)", err, catalog.ErrConflict)
+	unchanged("after AdvanceUpload(claim ran out)", want)
+
+	// Release: AdvanceUpload(from, from) ends the claim at once.
+	mustClaim("ClaimUpload(h1 again)", h1, 10, want)
+	conflict("ClaimUpload(h2 while h1 holds again)", h2, 10)
+	got, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, h1, 10, 10, []byte("s10"))
+	if err != nil {
+		t.Fatalf("AdvanceUpload(release): %v", err)
+	}
+	checkUpload(t, "AdvanceUpload(release)", got, want)
+	_, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, h1, 10, 10, []byte("s10"))
+	wantErr(t, "AdvanceUpload(release twice)", err, catalog.ErrConflict)
+	mustClaim("ClaimUpload(h2 after release)", h2, 10, want)
+
+	// A wrong offset conflicts, for the holder too, and leaves its claim.
+	conflict("ClaimUpload(h2 at a stale offset)", h2, 0)
+	conflict("ClaimUpload(h2 at a future offset)", h2, 11)
+	conflict("ClaimUpload(h3 at a stale offset)", h3, 0)
+	conflict("ClaimUpload(h3 at a future offset)", h3, 11)
+	conflict("ClaimUpload(h3 while h2 holds)", h3, 10)
+	unchanged("after wrong offsets", want)
+
+	// Claims are per tenant.
+	_, err = claim(tb, u.ID, h3, 10)
+	wantErr(t, "ClaimUpload(other tenant)", err, catalog.ErrNotFound)
+	_, err = f.c.AdvanceUpload(f.ctx, tb, u.ID, h2, 10, 20, []byte("s20"))
+	wantErr(t, "AdvanceUpload(other tenant, holder's name)", err, catalog.ErrNotFound)
+	unchanged("after other tenant's calls", want)
+	got, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, h2, 10, 20, []byte("s20"))
+	if err != nil {
+		t.Fatalf("AdvanceUpload(h2 after other tenant's calls): %v", err)
+	}
+	want.Offset, want.HashState = 20, []byte("s20")
+	checkUpload(t, "AdvanceUpload(h2 after other tenant's calls)", got, want)
+	_, err = claim(ta, newID(), h1, 0)
+	wantErr(t, "ClaimUpload(missing)", err, catalog.ErrNotFound)
+
+	// A completed session cannot be claimed, by anyone.
+	mustClaim("ClaimUpload(h1 before completion)", h1, 20, want)
+	p := f.create(catalog.Package{Tenant: ta})
+	file := f.newFile(ta, p.ID, "claimed", 20)
+	if _, err := f.c.CompleteUpload(f.ctx, u.ID, file, catalog.NewEvent{Type: "file.added"}); err != nil {
+		t.Fatalf("CompleteUpload: %v", err)
+	}
+	conflict("ClaimUpload(h1, completed)", h1, 20)
+	conflict("ClaimUpload(h2, completed)", h2, 20)
+	_, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, h1, 20, 30, []byte("s30"))
+	wantErr(t, "AdvanceUpload(claimed, then completed)", err, catalog.ErrConflict)
+	want.FileID = file.ID
+	unchanged("after completion", want)
+
+	// An expired session cannot be claimed (it is not found), nor
+	// advanced under a claim that outlives it.
+	u2, err := f.c.CreateUpload(f.ctx, catalog.Upload{ID: newID(), Tenant: ta, Size: -1, HashState: []byte("s")}, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := claim(ta, u2.ID, h1, 0); err != nil {
+		t.Fatalf("ClaimUpload(u2): %v", err)
+	}
+	f.clock.Advance(10 * time.Second)
+	_, err = claim(ta, u2.ID, h1, 0)
+	wantErr(t, "ClaimUpload(expired, holder)", err, catalog.ErrNotFound)
+	_, err = claim(ta, u2.ID, h2, 0)
+	wantErr(t, "ClaimUpload(expired, other)", err, catalog.ErrNotFound)
+	_, err = f.c.AdvanceUpload(f.ctx, ta, u2.ID, h1, 0, 1, []byte("s1"))
+	wantErr(t, "AdvanceUpload(expired, claimed)", err, catalog.ErrNotFound)
+
+	if h := f.head(tb); h != 0 {
+		t.Errorf("claims wrote events: tenant b head %d", h)
 	}
 }
 
@@ -1158,9 +1346,12 @@ func testUploadExpiry(t *testing.T, f *fixture) {
 	if _, err := f.c.GetUpload(f.ctx, ta, u.ID); err != nil {
 		t.Fatalf("GetUpload just before expiry: %v", err)
 	}
-	if _, err := f.c.AdvanceUpload(f.ctx, ta, u.ID, 0, 1, []byte("s1")); err != nil {
+	h := f.name("holder")
+	f.claim(ta, u.ID, h, 0)
+	if _, err := f.c.AdvanceUpload(f.ctx, ta, u.ID, h, 0, 1, []byte("s1")); err != nil {
 		t.Fatalf("AdvanceUpload just before expiry: %v", err)
 	}
+	f.claim(ta, u.ID, h, 1) // outlives the session
 	deleted, err := f.c.DeleteExpiredUploads(f.ctx, 1000)
 	if err != nil {
 		t.Fatal(err)
@@ -1173,8 +1364,10 @@ func testUploadExpiry(t *testing.T, f *fixture) {
 	f.clock.Advance(2 * time.Millisecond)
 	_, err = f.c.GetUpload(f.ctx, ta, u.ID)
 	wantErr(t, "GetUpload(expired)", err, catalog.ErrNotFound)
-	_, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, 1, 2, []byte("s2"))
+	_, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, h, 1, 2, []byte("s2"))
 	wantErr(t, "AdvanceUpload(expired)", err, catalog.ErrNotFound)
+	_, err = f.c.ClaimUpload(f.ctx, ta, u.ID, h, 1, time.Minute)
+	wantErr(t, "ClaimUpload(expired)", err, catalog.ErrNotFound)
 	p := f.create(catalog.Package{Tenant: ta})
 	_, err = f.c.CompleteUpload(f.ctx, u.ID, f.newFile(ta, p.ID, "x", 1), catalog.NewEvent{Type: "file.added"})
 	wantErr(t, "CompleteUpload(expired)", err, catalog.ErrNotFound)
@@ -1240,7 +1433,13 @@ func testCompleteUpload(t *testing.T, f *fixture) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.c.AdvanceUpload(f.ctx, ta, u.ID, 0, 3, []byte("s3")); err != nil {
+	h := f.name("holder")
+	f.claim(ta, u.ID, h, 0)
+	if _, err := f.c.AdvanceUpload(f.ctx, ta, u.ID, h, 0, 3, []byte("s3")); err != nil {
+		t.Fatal(err)
+	}
+	// A claim that outlives the completion.
+	if _, err := f.c.ClaimUpload(f.ctx, ta, u.ID, h, 3, 2*time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	f.clock.Advance(1500 * time.Microsecond)
@@ -1301,8 +1500,10 @@ func testCompleteUpload(t *testing.T, f *fixture) {
 	}
 
 	// A completed session does not move.
-	_, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, 3, 4, []byte("s4"))
+	_, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, h, 3, 4, []byte("s4"))
 	wantErr(t, "AdvanceUpload(completed)", err, catalog.ErrConflict)
+	_, err = f.c.ClaimUpload(f.ctx, ta, u.ID, h, 3, time.Minute)
+	wantErr(t, "ClaimUpload(completed)", err, catalog.ErrConflict)
 	if h := f.head(ta); h != 3 { // p2's creation
 		t.Errorf("head = %d, want 3", h)
 	}
@@ -1395,13 +1596,17 @@ func testDeleteUpload(t *testing.T, f *fixture) {
 	if _, err := f.c.GetUpload(f.ctx, ta, u.ID); err != nil {
 		t.Fatalf("GetUpload after other tenant's DeleteUpload: %v", err)
 	}
+	h := f.name("holder")
+	f.claim(ta, u.ID, h, 0)
 	if err := f.c.DeleteUpload(f.ctx, ta, u.ID); err != nil {
 		t.Fatalf("DeleteUpload: %v", err)
 	}
 	_, err = f.c.GetUpload(f.ctx, ta, u.ID)
 	wantErr(t, "GetUpload(deleted)", err, catalog.ErrNotFound)
-	_, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, 0, 1, nil)
+	_, err = f.c.AdvanceUpload(f.ctx, ta, u.ID, h, 0, 1, nil)
 	wantErr(t, "AdvanceUpload(deleted)", err, catalog.ErrNotFound)
+	_, err = f.c.ClaimUpload(f.ctx, ta, u.ID, h, 0, time.Minute)
+	wantErr(t, "ClaimUpload(deleted)", err, catalog.ErrNotFound)
 	if ok, err := f.c.UploadExists(f.ctx, u.ID); err != nil || ok {
 		t.Errorf("UploadExists(deleted) = %v, %v; want false", ok, err)
 	}
@@ -1436,7 +1641,11 @@ func testUploadTenantIsolation(t *testing.T, f *fixture) {
 	}
 	_, err = f.c.GetUpload(f.ctx, tb, u.ID)
 	wantErr(t, "GetUpload(other tenant)", err, catalog.ErrNotFound)
-	_, err = f.c.AdvanceUpload(f.ctx, tb, u.ID, 0, 1, []byte("x"))
+	h := f.name("holder")
+	_, err = f.c.ClaimUpload(f.ctx, tb, u.ID, h, 0, time.Minute)
+	wantErr(t, "ClaimUpload(other tenant)", err, catalog.ErrNotFound)
+	f.claim(ta, u.ID, h, 0)
+	_, err = f.c.AdvanceUpload(f.ctx, tb, u.ID, h, 0, 1, []byte("x"))
 	wantErr(t, "AdvanceUpload(other tenant)", err, catalog.ErrNotFound)
 	g, err := f.c.GetUpload(f.ctx, ta, u.ID)
 	if err != nil {
@@ -1759,8 +1968,12 @@ func testClose(t *testing.T, f *fixture) {
 			_, err := f.c.CreateUpload(ctx, catalog.Upload{ID: newID(), Tenant: ta, Size: -1}, time.Hour)
 			return err
 		},
-		"GetUpload":     func() error { _, err := f.c.GetUpload(ctx, ta, u.ID); return err },
-		"AdvanceUpload": func() error { _, err := f.c.AdvanceUpload(ctx, ta, u.ID, 0, 1, nil); return err },
+		"GetUpload": func() error { _, err := f.c.GetUpload(ctx, ta, u.ID); return err },
+		"ClaimUpload": func() error {
+			_, err := f.c.ClaimUpload(ctx, ta, u.ID, "holder", 0, time.Minute)
+			return err
+		},
+		"AdvanceUpload": func() error { _, err := f.c.AdvanceUpload(ctx, ta, u.ID, "holder", 0, 1, nil); return err },
 		"CompleteUpload": func() error {
 			_, err := f.c.CompleteUpload(ctx, u.ID, f.newFile(ta, p.ID, "z", 1), ev)
 			return err
@@ -1776,5 +1989,77 @@ func testClose(t *testing.T, f *fixture) {
 	}
 	if err := f.c.Close(); err != nil && !errors.Is(err, catalog.ErrClosed) {
 		t.Errorf("second Close = %v, want nil or ErrClosed", err)
+	}
+}
+
+// RunSharedClaims checks that upload claims are exclusive across several
+// catalogs sharing one database (as the processes of a deployment do): cats
+// must all open the same database, with real clocks. Workers spread over
+// the catalogs race to claim one session at its offset and advance it by
+// one byte; every offset must be claimed by exactly one of them, and every
+// winner's advance must succeed.
+func RunSharedClaims(t *testing.T, cats ...catalog.Catalog) {
+	t.Helper()
+	if len(cats) == 0 {
+		t.Fatal("catalogtest: RunSharedClaims without catalogs")
+	}
+	ctx := context.Background()
+	ta := "shared-claims-" + uniq()
+	u, err := cats[0].CreateUpload(ctx, catalog.Upload{ID: newID(), Tenant: ta, Size: -1, HashState: []byte{}}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const (
+		workers = 12
+		target  = 60
+	)
+	var (
+		mu      sync.Mutex
+		winners = map[int64][]string{}
+		wg      sync.WaitGroup
+	)
+	for w := range workers {
+		c := cats[w%len(cats)]
+		holder := fmt.Sprintf("worker-%d-%s", w, uniq())
+		wg.Go(func() {
+			for {
+				g, err := c.GetUpload(ctx, ta, u.ID)
+				if err != nil {
+					t.Errorf("%s: GetUpload: %v", holder, err)
+					return
+				}
+				if g.Offset >= target {
+					return
+				}
+				if _, err := c.ClaimUpload(ctx, ta, u.ID, holder, g.Offset, time.Minute); err != nil {
+					if !errors.Is(err, catalog.ErrConflict) {
+						t.Errorf("%s: ClaimUpload(%d): %v", holder, g.Offset, err)
+						return
+					}
+					continue
+				}
+				mu.Lock()
+				winners[g.Offset] = append(winners[g.Offset], holder)
+				mu.Unlock()
+				state := []byte(fmt.Sprint(g.Offset + 1))
+				if _, err := c.AdvanceUpload(ctx, ta, u.ID, holder, g.Offset, g.Offset+1, state); err != nil {
+					t.Errorf("%s: AdvanceUpload(%d→%d) under a claim: %v", holder, g.Offset, g.Offset+1, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for o := range int64(target) {
+		if hs := winners[o]; len(hs) != 1 {
+			t.Errorf("offset %d claimed by %d holders %v, want 1", o, len(hs), hs)
+		}
+	}
+	g, err := cats[len(cats)-1].GetUpload(ctx, ta, u.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Offset != target || string(g.HashState) != fmt.Sprint(target) {
+		t.Errorf("after the race: offset %d, state %q; want %d", g.Offset, g.HashState, target)
 	}
 }

@@ -14,7 +14,7 @@
 // this order (so two changes never wait for each other in a cycle):
 //
 //   - an upload session row (CompleteUpload: SELECT ... FOR UPDATE;
-//     AdvanceUpload: its UPDATE);
+//     ClaimUpload and AdvanceUpload: their UPDATE);
 //   - a package row: AddFile and CompleteUpload take it with the UPDATE that
 //     counts the file (state = 'open' is part of its WHERE, re-checked on
 //     the newest version), Finalize with SELECT ... FOR NO KEY UPDATE. The
@@ -30,10 +30,11 @@
 //     past 5 and never read it) and a rolled-back transaction burns its
 //     number.
 //
-// Reads, and the changes that are one statement (creating, advancing and
-// deleting upload sessions), run outside an explicit transaction; the one
-// read that combines two values that must agree (Events: the page and the
-// head) is a single statement, so it sees one snapshot.
+// Reads, and the changes that are one statement (creating, claiming,
+// advancing and deleting upload sessions), run outside an explicit
+// transaction; the one read that combines two values that must agree
+// (Events: the page and the head) is a single statement, so it sees one
+// snapshot.
 //
 // # Text
 //
@@ -879,11 +880,19 @@ func (c *Catalog) DigestReferenced(ctx context.Context, digest string) (bool, er
 
 // Uploads.
 
-const uploadColumns = `id, tenant, "offset", size, digest, hash_state, created_at, expires_at, file_id, package_id, path`
+const uploadColumns = `id, tenant, "offset", size, digest, hash_state, created_at, expires_at, file_id, package_id, path,
+	claim_holder, claim_until`
 
 type uploadRow struct {
 	catalog.Upload
 	packageID, path string
+	claimHolder     *string // nil while unclaimed
+	claimUntil      *int64
+}
+
+// claimedBy reports whether holder's claim on the session is live at now.
+func (r uploadRow) claimedBy(holder string, now int64) bool {
+	return r.claimHolder != nil && *r.claimHolder == holder && r.claimUntil != nil && *r.claimUntil > now
 }
 
 func scanUpload(row pgx.Row) (uploadRow, error) {
@@ -893,7 +902,7 @@ func scanUpload(row pgx.Row) (uploadRow, error) {
 		fileID, packageID, fpath *string
 	)
 	if err := row.Scan(&r.ID, &r.Tenant, &r.Offset, &r.Size, &r.Digest, &r.HashState, &created, &expires,
-		&fileID, &packageID, &fpath); err != nil {
+		&fileID, &packageID, &fpath, &r.claimHolder, &r.claimUntil); err != nil {
 		return uploadRow{}, err
 	}
 	r.CreatedAt, r.ExpiresAt = fromMS(created), fromMS(expires)
@@ -956,19 +965,26 @@ func getUpload(ctx context.Context, q querier, tenant, id string, now int64, suf
 	return r, err
 }
 
-// AdvanceUpload implements catalog.Catalog. It is one UPDATE whose WHERE
-// holds every condition (re-checked on the newest row version if it had to
-// wait for another change of the session); only when it matches nothing
-// does a second statement find out why.
-func (c *Catalog) AdvanceUpload(ctx context.Context, tenant, id string, from, to int64, hashState []byte) (catalog.Upload, error) {
+// ClaimUpload implements catalog.Catalog. Like AdvanceUpload it is one
+// UPDATE whose WHERE holds every condition: of concurrent claims (from any
+// process) the first takes the row lock and sets the claim, and the others,
+// re-checking the WHERE on the version it committed, match nothing. Claims
+// run out by the catalog clock of the process that checks them, so the
+// clocks of processes sharing the database must agree to well within a
+// claim's ttl.
+func (c *Catalog) ClaimUpload(ctx context.Context, tenant, id, holder string, offset int64, ttl time.Duration) (catalog.Upload, error) {
 	var out catalog.Upload
-	err := c.single(ctx, "AdvanceUpload", func(q querier, now int64) error {
+	err := c.single(ctx, "ClaimUpload", func(q querier, now int64) error {
 		if !storable(tenant, id) {
 			return fmt.Errorf("upload %s: %w", id, catalog.ErrNotFound)
 		}
-		r, err := scanUpload(q.QueryRow(ctx, `UPDATE uploads SET "offset" = $1, hash_state = $2
+		if !storable(holder) {
+			return fmt.Errorf("upload %s: holder %q is not valid UTF-8 without NUL", id, holder)
+		}
+		r, err := scanUpload(q.QueryRow(ctx, `UPDATE uploads SET claim_holder = $1, claim_until = $2
 			WHERE id = $3 AND tenant = $4 AND expires_at > $5 AND "offset" = $6 AND file_id IS NULL
-			RETURNING `+uploadColumns, to, blob(hashState), id, tenant, now, from))
+				AND (claim_holder IS NULL OR claim_until <= $5 OR claim_holder = $1)
+			RETURNING `+uploadColumns, holder, now+ttl.Milliseconds(), id, tenant, now, offset))
 		if err == nil {
 			out = r.Upload
 			return nil
@@ -982,6 +998,47 @@ func (c *Catalog) AdvanceUpload(ctx context.Context, tenant, id string, from, to
 			return err
 		case r.FileID != "":
 			return fmt.Errorf("upload %s completed: %w", id, catalog.ErrConflict)
+		case r.Offset != offset:
+			return fmt.Errorf("upload %s is at offset %d, not %d: %w", id, r.Offset, offset, catalog.ErrConflict)
+		default:
+			return fmt.Errorf("upload %s is claimed by another holder: %w", id, catalog.ErrConflict)
+		}
+	})
+	return out, err
+}
+
+// AdvanceUpload implements catalog.Catalog. It is one UPDATE whose WHERE
+// holds every condition (re-checked on the newest row version if it had to
+// wait for another change of the session); only when it matches nothing
+// does a second statement find out why.
+func (c *Catalog) AdvanceUpload(ctx context.Context, tenant, id, holder string, from, to int64, hashState []byte) (catalog.Upload, error) {
+	var out catalog.Upload
+	err := c.single(ctx, "AdvanceUpload", func(q querier, now int64) error {
+		if !storable(tenant, id) {
+			return fmt.Errorf("upload %s: %w", id, catalog.ErrNotFound)
+		}
+		if storable(holder) { // else no claim is holder's: find out why below
+			r, err := scanUpload(q.QueryRow(ctx, `UPDATE uploads
+				SET "offset" = $1, hash_state = $2, claim_holder = NULL, claim_until = NULL
+				WHERE id = $3 AND tenant = $4 AND expires_at > $5 AND "offset" = $6 AND file_id IS NULL
+					AND claim_holder = $7 AND claim_until > $5
+				RETURNING `+uploadColumns, to, blob(hashState), id, tenant, now, from, holder))
+			if err == nil {
+				out = r.Upload
+				return nil
+			}
+			if !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+		}
+		r, err := getUpload(ctx, q, tenant, id, now, "")
+		switch {
+		case err != nil:
+			return err
+		case r.FileID != "":
+			return fmt.Errorf("upload %s completed: %w", id, catalog.ErrConflict)
+		case !r.claimedBy(holder, now):
+			return fmt.Errorf("upload %s is not claimed by this holder (the claim ran out or was taken over): %w", id, catalog.ErrConflict)
 		default:
 			return fmt.Errorf("upload %s is at offset %d, not %d: %w", id, r.Offset, from, catalog.ErrConflict)
 		}

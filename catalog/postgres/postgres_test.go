@@ -242,6 +242,52 @@ func TestReopen(t *testing.T) {
 	}
 }
 
+// TestSharedClaims runs the claim race through several catalogs on one
+// schema, as several replicas would.
+func TestSharedClaims(t *testing.T) {
+	dsn := freshSchema(t)
+	catalogtest.RunSharedClaims(t, openTest(t, dsn, nil), openTest(t, dsn, nil), openTest(t, dsn, nil))
+}
+
+// TestMigrateUploadClaims opens a schema that only has the first migration
+// and a session in it: the claim columns are added, and the old session is
+// unclaimed.
+func TestMigrateUploadClaims(t *testing.T) {
+	ctx := context.Background()
+	dsn := freshSchema(t)
+	body, err := migrations.ReadFile("migrations/0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	adminExec(t, dsn,
+		`CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at bigint NOT NULL)`,
+		string(body),
+		`INSERT INTO schema_migrations (name, applied_at) VALUES ('0001_init.sql', 1)`,
+		fmt.Sprintf(`INSERT INTO uploads (id, tenant, "offset", size, digest, hash_state, created_at, expires_at)
+			VALUES ('01U', 't', 5, -1, '', '\x73', %d, %d)`, now, now+time.Hour.Milliseconds()),
+	)
+
+	c := openTest(t, dsn, nil)
+	var n int
+	if err := c.pool.QueryRow(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := migrations.ReadDir("migrations"); n != len(entries) {
+		t.Errorf("schema_migrations has %d rows, want %d", n, len(entries))
+	}
+	if _, err := c.ClaimUpload(ctx, "t", "01U", "h1", 5, time.Minute); err != nil {
+		t.Fatalf("ClaimUpload(old session): %v", err)
+	}
+	if _, err := c.ClaimUpload(ctx, "t", "01U", "h2", 5, time.Minute); !errors.Is(err, catalog.ErrConflict) {
+		t.Errorf("second ClaimUpload(old session) = %v, want ErrConflict", err)
+	}
+	u, err := c.AdvanceUpload(ctx, "t", "01U", "h1", 5, 7, []byte("s7"))
+	if err != nil || u.Offset != 7 {
+		t.Fatalf("AdvanceUpload(old session) = %+v, %v", u, err)
+	}
+}
+
 // TestEventsTailNeverSkips has many writers, through several catalogs (as
 // several processes would), append events to one tenant while readers tail
 // the log the way a consumer does: each read asks for the events after its
@@ -557,6 +603,26 @@ func TestStringsPostgresCannotStore(t *testing.T) {
 	}
 	if ok, err := c.UploadExists(ctx, bad); err != nil || ok {
 		t.Errorf("UploadExists(bad) = %v, %v", ok, err)
+	}
+	if _, err := c.ClaimUpload(ctx, "t", bad, "h", 0, time.Minute); !errors.Is(err, catalog.ErrNotFound) {
+		t.Errorf("ClaimUpload(bad id) = %v, want ErrNotFound", err)
+	}
+	if _, err := c.AdvanceUpload(ctx, bad, "u", "h", 0, 1, nil); !errors.Is(err, catalog.ErrNotFound) {
+		t.Errorf("AdvanceUpload(bad tenant) = %v, want ErrNotFound", err)
+	}
+	u, err := c.CreateUpload(ctx, catalog.Upload{ID: "01U", Tenant: "t", Size: -1}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A holder PostgreSQL cannot store never holds a claim.
+	if _, err := c.ClaimUpload(ctx, "t", u.ID, bad, 0, time.Minute); err == nil || errors.Is(err, catalog.ErrNotFound) {
+		t.Errorf("ClaimUpload(bad holder) = %v, want an error other than ErrNotFound", err)
+	}
+	if _, err := c.AdvanceUpload(ctx, "t", u.ID, bad, 0, 1, nil); !errors.Is(err, catalog.ErrConflict) {
+		t.Errorf("AdvanceUpload(bad holder) = %v, want ErrConflict", err)
+	}
+	if _, err := c.AdvanceUpload(ctx, "t", "missing", bad, 0, 1, nil); !errors.Is(err, catalog.ErrNotFound) {
+		t.Errorf("AdvanceUpload(bad holder, missing) = %v, want ErrNotFound", err)
 	}
 	if evs, head, err := c.Events(ctx, bad, 0, 10); err != nil || head != 0 || len(evs) != 0 {
 		t.Errorf("Events(bad tenant) = %v, %d, %v", evs, head, err)

@@ -806,20 +806,34 @@ func (c *Catalog) DigestReferenced(ctx context.Context, digest string) (bool, er
 
 // Uploads.
 
-const uploadColumns = `id, tenant, "offset", size, digest, hash_state, created_at, expires_at, file_id, package_id, path`
+const uploadColumns = `id, tenant, "offset", size, digest, hash_state, created_at, expires_at, file_id, package_id, path,
+	claim_holder, claim_until`
 
 type uploadRow struct {
-	ID        string         `db:"id"`
-	Tenant    string         `db:"tenant"`
-	Offset    int64          `db:"offset"`
-	Size      int64          `db:"size"`
-	Digest    string         `db:"digest"`
-	HashState []byte         `db:"hash_state"`
-	CreatedAt int64          `db:"created_at"`
-	ExpiresAt int64          `db:"expires_at"`
-	FileID    sql.NullString `db:"file_id"`
-	PackageID sql.NullString `db:"package_id"`
-	Path      sql.NullString `db:"path"`
+	ID          string         `db:"id"`
+	Tenant      string         `db:"tenant"`
+	Offset      int64          `db:"offset"`
+	Size        int64          `db:"size"`
+	Digest      string         `db:"digest"`
+	HashState   []byte         `db:"hash_state"`
+	CreatedAt   int64          `db:"created_at"`
+	ExpiresAt   int64          `db:"expires_at"`
+	FileID      sql.NullString `db:"file_id"`
+	PackageID   sql.NullString `db:"package_id"`
+	Path        sql.NullString `db:"path"`
+	ClaimHolder sql.NullString `db:"claim_holder"`
+	ClaimUntil  sql.NullInt64  `db:"claim_until"`
+}
+
+// claimedBy reports whether holder's claim on the session is live at now.
+func (r uploadRow) claimedBy(holder string, now int64) bool {
+	return r.ClaimHolder.Valid && r.ClaimHolder.String == holder && r.ClaimUntil.Valid && r.ClaimUntil.Int64 > now
+}
+
+// claimedByOther reports whether another holder than holder has a live
+// claim on the session at now.
+func (r uploadRow) claimedByOther(holder string, now int64) bool {
+	return r.ClaimHolder.Valid && r.ClaimHolder.String != holder && r.ClaimUntil.Valid && r.ClaimUntil.Int64 > now
 }
 
 func (r uploadRow) upload() catalog.Upload {
@@ -882,22 +896,53 @@ func getUpload(ctx context.Context, tx *sqlx.Tx, tenant, id string, now int64) (
 	return r, err
 }
 
+// ClaimUpload implements catalog.Catalog. Write transactions are
+// serialized (across processes too, by the database's write lock), so the
+// checks and the update are atomic.
+func (c *Catalog) ClaimUpload(ctx context.Context, tenant, id, holder string, offset int64, ttl time.Duration) (catalog.Upload, error) {
+	var out catalog.Upload
+	err := c.write(ctx, "ClaimUpload", func(tx *sqlx.Tx, now int64) error {
+		r, err := getUpload(ctx, tx, tenant, id, now)
+		if err != nil {
+			return err
+		}
+		switch {
+		case r.FileID.Valid:
+			return fmt.Errorf("upload %s completed: %w", id, catalog.ErrConflict)
+		case r.Offset != offset:
+			return fmt.Errorf("upload %s is at offset %d, not %d: %w", id, r.Offset, offset, catalog.ErrConflict)
+		case r.claimedByOther(holder, now):
+			return fmt.Errorf("upload %s is claimed by another holder until %v: %w", id, fromMS(r.ClaimUntil.Int64), catalog.ErrConflict)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE uploads SET claim_holder = ?, claim_until = ? WHERE id = ?`,
+			holder, now+ttl.Milliseconds(), id); err != nil {
+			return err
+		}
+		out = r.upload()
+		return nil
+	})
+	return out, err
+}
+
 // AdvanceUpload implements catalog.Catalog.
-func (c *Catalog) AdvanceUpload(ctx context.Context, tenant, id string, from, to int64, hashState []byte) (catalog.Upload, error) {
+func (c *Catalog) AdvanceUpload(ctx context.Context, tenant, id, holder string, from, to int64, hashState []byte) (catalog.Upload, error) {
 	var out catalog.Upload
 	err := c.write(ctx, "AdvanceUpload", func(tx *sqlx.Tx, now int64) error {
 		r, err := getUpload(ctx, tx, tenant, id, now)
 		if err != nil {
 			return err
 		}
-		if r.FileID.Valid {
+		switch {
+		case r.FileID.Valid:
 			return fmt.Errorf("upload %s completed: %w", id, catalog.ErrConflict)
-		}
-		if r.Offset != from {
+		case !r.claimedBy(holder, now):
+			return fmt.Errorf("upload %s is not claimed by this holder (the claim ran out or was taken over): %w", id, catalog.ErrConflict)
+		case r.Offset != from:
 			return fmt.Errorf("upload %s is at offset %d, not %d: %w", id, r.Offset, from, catalog.ErrConflict)
 		}
 		r.Offset, r.HashState = to, slices.Clone(hashState)
-		if _, err := tx.ExecContext(ctx, `UPDATE uploads SET "offset" = ?, hash_state = ? WHERE id = ?`, to, blob(r.HashState), id); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE uploads SET "offset" = ?, hash_state = ?, claim_holder = NULL, claim_until = NULL WHERE id = ?`,
+			to, blob(r.HashState), id); err != nil {
 			return err
 		}
 		out = r.upload()

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 
 	"github.com/artifactstore/artifactstore/catalog"
 	"github.com/artifactstore/artifactstore/catalog/catalogtest"
@@ -360,5 +363,61 @@ func BenchmarkListPackagesMetadataFilter(b *testing.B) {
 				b.Fatal("no results")
 			}
 		})
+	}
+}
+
+// TestSharedClaims runs the claim race through several catalogs on one
+// database file, as several processes would.
+func TestSharedClaims(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	catalogtest.RunSharedClaims(t, openTest(t, path, nil), openTest(t, path, nil), openTest(t, path, nil))
+}
+
+// TestMigrateUploadClaims opens a database that only has the first
+// migration and a session in it: the claim columns are added, and the old
+// session is unclaimed.
+func TestMigrateUploadClaims(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	db, err := sqlx.Open("sqlite3", dsn(path, url.Values{"_journal_mode": {"WAL"}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := migrations.ReadFile("migrations/0001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UnixMilli()
+	for _, q := range []string{
+		`CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)`,
+		string(body),
+		`INSERT INTO schema_migrations (name, applied_at) VALUES ('0001_init.sql', 1)`,
+		fmt.Sprintf(`INSERT INTO uploads (id, tenant, "offset", size, digest, hash_state, created_at, expires_at)
+			VALUES ('01U', 't', 5, -1, '', x'73', %d, %d)`, now, now+time.Hour.Milliseconds()),
+	} {
+		if _, err := db.Exec(q); err != nil {
+			db.Close()
+			t.Fatalf("%.40s: %v", q, err)
+		}
+	}
+	db.Close()
+
+	c := openTest(t, path, nil)
+	var n int
+	if err := c.writer.Get(&n, `SELECT count(*) FROM schema_migrations`); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := migrations.ReadDir("migrations"); n != len(entries) {
+		t.Errorf("schema_migrations has %d rows, want %d", n, len(entries))
+	}
+	if _, err := c.ClaimUpload(ctx, "t", "01U", "h1", 5, time.Minute); err != nil {
+		t.Fatalf("ClaimUpload(old session): %v", err)
+	}
+	if _, err := c.ClaimUpload(ctx, "t", "01U", "h2", 5, time.Minute); !errors.Is(err, catalog.ErrConflict) {
+		t.Errorf("second ClaimUpload(old session) = %v, want ErrConflict", err)
+	}
+	u, err := c.AdvanceUpload(ctx, "t", "01U", "h1", 5, 7, []byte("s7"))
+	if err != nil || u.Offset != 7 {
+		t.Fatalf("AdvanceUpload(old session) = %+v, %v", u, err)
 	}
 }
