@@ -12,8 +12,8 @@ import (
 	"testing"
 
 	"github.com/artifactstore/artifactstore"
-	"github.com/artifactstore/artifactstore/internal/testbackend"
 	"github.com/artifactstore/artifactstore/httpserver"
+	"github.com/artifactstore/artifactstore/internal/testbackend"
 )
 
 type syncBuffer struct {
