@@ -51,7 +51,7 @@ const DefaultRetentionClass = "standard"
 const (
 	DefaultMaxFileSize     = int64(1) << 40 // 1 TiB
 	DefaultUploadTTL       = 24 * time.Hour
-	DefaultUploadClaimTTL  = 30 * time.Second
+	DefaultUploadClaimTTL  = 10 * time.Second
 	DefaultOrphanGrace     = time.Hour
 	DefaultCleanupInterval = 10 * time.Minute
 )

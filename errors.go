@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/artifactstore/artifactstore/blob"
 	"github.com/artifactstore/artifactstore/catalog"
@@ -87,6 +88,9 @@ type Error struct {
 	Detail string       // a human-readable explanation safe to show callers
 	Fields []FieldError // for Invalid: every bad field
 	Offset int64        // for OffsetMismatch: the upload's current offset
+	// RetryAfter, for a Conflict with a resource that is busy for a moment
+	// (an upload another request is appending to), says when to try again.
+	RetryAfter time.Duration
 	Err    error        // the underlying error, if any (not shown to callers for Internal)
 }
 

@@ -132,7 +132,8 @@ func (s *Store) claim(ctx context.Context, op, tenant string, u catalog.Upload) 
 				return nil, &Error{Op: op, Kind: OffsetMismatch, Offset: cur.Offset,
 					Detail: fmt.Sprintf("the upload is at byte %d; the request started at %d", cur.Offset, u.Offset)}
 			}
-			return nil, &Error{Op: op, Kind: Conflict, Detail: fmt.Sprintf("another request is working on upload %s", u.ID), Err: err}
+			return nil, &Error{Op: op, Kind: Conflict, Detail: fmt.Sprintf("another request is working on upload %s", u.ID),
+				RetryAfter: max(ttl/3, time.Second), Err: err}
 		}
 		return nil, notFound(op, err, "upload %s", u.ID)
 	}

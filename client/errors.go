@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"time"
 	"strings"
 
 	"github.com/artifactstore/artifactstore"
@@ -102,6 +103,9 @@ func responseError(req *http.Request, resp *http.Response) error {
 	}
 	if kind == artifactstore.OffsetMismatch && p.ExpectedOffset != nil {
 		e.Offset = *p.ExpectedOffset
+	}
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+		e.RetryAfter = time.Duration(secs) * time.Second
 	}
 	return e
 }

@@ -231,8 +231,9 @@ type resumable struct {
 	snap   []byte
 	snapAt int64
 
-	fails    int   // failed attempts since the upload last got further
-	progress int64 // the offset at which fails was last reset
+	fails    int           // failed attempts since the upload last got further
+	busy     time.Duration // time waited for a busy session
+	progress int64         // the offset at which fails was last reset
 }
 
 func (u *resumable) run(ctx context.Context, req artifactstore.CompleteUploadRequest) (artifactstore.File, error) {
@@ -343,11 +344,26 @@ func (u *resumable) sendChunk(ctx context.Context) error {
 // err when the upload must stop: err is not transient or the retries are
 // used up.
 func (u *resumable) failed(ctx context.Context, err error, busyOK bool) error {
+	if e, ok := errors.AsType[*artifactstore.Error](err); ok && busyOK && e.Kind == artifactstore.Conflict && e.RetryAfter > 0 {
+		// The session is busy (another request, or one that died, still
+		// holds it): wait as told, up to maxBusyWait in all, without
+		// spending a retry.
+		if u.busy += e.RetryAfter; u.busy <= maxBusyWait {
+			return sleep(ctx, e.RetryAfter)
+		}
+	}
 	u.fails++
 	if !transient(err, busyOK) || u.fails > u.opts.Retries {
 		return err
 	}
-	wait := min(100*time.Millisecond<<(u.fails-1), 5*time.Second)
+	return sleep(ctx, min(100*time.Millisecond<<(u.fails-1), 5*time.Second))
+}
+
+// maxBusyWait bounds how long UploadResumable waits for a busy session: a
+// server frees the claim of a request that died within seconds.
+const maxBusyWait = time.Minute
+
+func sleep(ctx context.Context, wait time.Duration) error {
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {

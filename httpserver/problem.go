@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/artifactstore/artifactstore"
 )
@@ -40,6 +41,8 @@ type Problem struct {
 	Instance       string       `json:"instance,omitempty"`
 	Errors         []FieldError `json:"errors,omitempty"`
 	ExpectedOffset *int64       `json:"expected-offset,omitempty"`
+
+	retryAfter time.Duration // sent as Retry-After
 }
 
 // FieldError names one bad input field of a validation problem.
@@ -66,6 +69,7 @@ func problemFor(err error, instance string) Problem {
 	for _, f := range e.Fields {
 		p.Errors = append(p.Errors, FieldError{Field: f.Field, Message: f.Message})
 	}
+	p.retryAfter = e.RetryAfter
 	if k == artifactstore.OffsetMismatch {
 		off := e.Offset
 		p.ExpectedOffset = &off
@@ -108,6 +112,9 @@ func problemHeaders(h http.Header, p Problem) {
 	}
 	if p.ExpectedOffset != nil {
 		h.Set("Upload-Offset", strconv.FormatInt(*p.ExpectedOffset, 10))
+	}
+	if p.retryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int((p.retryAfter+time.Second-1)/time.Second)))
 	}
 }
 

@@ -201,6 +201,21 @@ func (h *replicaHarness) call(i int, method, path string, body []byte, hdr ...st
 	return h.callBody(context.Background(), i, method, path, rd, hdr...)
 }
 
+// callWaiting is call that, like a well-behaved client, waits out a 409 with
+// Retry-After: a session whose claim a killed replica held stays busy until
+// the claim runs out.
+func (h *replicaHarness) callWaiting(i int, method, path string, body []byte, hdr ...string) (reply, error) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		r, err := h.call(i, method, path, body, hdr...)
+		secs, perr := strconv.Atoi(r.header.Get("Retry-After"))
+		if err != nil || r.status != http.StatusConflict || perr != nil || time.Now().After(deadline) {
+			return r, err
+		}
+		time.Sleep(time.Duration(secs) * time.Second)
+	}
+}
+
 // callBody is call with a context and a streamed body.
 func (h *replicaHarness) callBody(ctx context.Context, i int, method, path string, rd io.Reader, hdr ...string) (reply, error) {
 	h.mu.Lock()
@@ -761,7 +776,7 @@ func (h *replicaHarness) putSession(pref int, pkg, path string, data []byte) boo
 		i := h.pick(pref + step)
 		step++
 		end := min(len(data), off+chunk)
-		r, err := h.call(i, "PATCH", loc, data[off:end], "Content-Type", "application/octet-stream", "Upload-Offset", strconv.Itoa(off))
+		r, err := h.callWaiting(i, "PATCH", loc, data[off:end], "Content-Type", "application/octet-stream", "Upload-Offset", strconv.Itoa(off))
 		if h.lostTo(i, err, "PATCH upload session") {
 			off0 := off
 			// Resume from wherever the session got, as told by a live replica.
@@ -787,7 +802,7 @@ func (h *replicaHarness) putSession(pref int, pkg, path string, data []byte) boo
 	body := fmt.Appendf(nil, `{"package_id":%q,"path":%q,"digest":%q}`, pkg, path, digestOf(data))
 	for a := range attempts {
 		i := h.pick(pref + step + a)
-		r, err := h.call(i, "POST", loc+"/complete", body, "Content-Type", "application/json")
+		r, err := h.callWaiting(i, "POST", loc+"/complete", body, "Content-Type", "application/json")
 		if h.lostTo(i, err, "complete upload session") {
 			continue // a retry after a lost response answers the same file
 		}
