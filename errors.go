@@ -91,7 +91,7 @@ type Error struct {
 	// RetryAfter, for a Conflict with a resource that is busy for a moment
 	// (an upload another request is appending to), says when to try again.
 	RetryAfter time.Duration
-	Err    error        // the underlying error, if any (not shown to callers for Internal)
+	Err        error // the underlying error, if any (not shown to callers for Internal)
 }
 
 func (e *Error) Error() string {

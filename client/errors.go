@@ -9,8 +9,8 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
-	"time"
 	"strings"
+	"time"
 
 	"github.com/artifactstore/artifactstore"
 )
