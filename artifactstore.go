@@ -94,6 +94,7 @@ type Store struct {
 	opts   Options
 	log    *slog.Logger
 	notify *notifier
+	files  *fileCache
 
 	// gc is held shared from a blob's commit until its file is recorded,
 	// and exclusively while Cleanup checks and deletes one orphan, so a
@@ -146,6 +147,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		opts:   opts,
 		log:    log,
 		notify: newNotifier(),
+		files:  newFileCache(fileCacheSize),
 	}
 	s.ids.entropy = ulid.Monotonic(rand.Reader, 0)
 

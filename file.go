@@ -222,11 +222,58 @@ func (s *Store) GetFile(ctx context.Context, tenant, id string) (File, error) {
 	if err := checkRead(op, tenant, "file_id", id); err != nil {
 		return File{}, err
 	}
-	f, err := s.cat.GetFile(ctx, tenant, id)
+	if f, ok := s.files.get(id); ok {
+		if tenant != AllTenants && f.Tenant != tenant {
+			return File{}, errorf(op, NotFound, "file %s not found", id)
+		}
+		return f, nil
+	}
+	cf, err := s.cat.GetFile(ctx, tenant, id)
 	if err != nil {
 		return File{}, notFound(op, err, "file %s", id)
 	}
-	return fileFrom(f), nil
+	f := fileFrom(cf)
+	s.files.put(f)
+	return f, nil
+}
+
+// fileCache keeps recently read file records. A file never changes once
+// recorded (nor, in this version, goes away), so a cached record is never
+// stale; the cache spares the catalog a query on every download. It holds
+// at most fileCacheSize records and forgets the oldest first.
+type fileCache struct {
+	mu    sync.Mutex
+	m     map[string]File
+	ring  []string
+	next  int
+	limit int
+}
+
+const fileCacheSize = 1 << 16
+
+func newFileCache(limit int) *fileCache {
+	return &fileCache{m: make(map[string]File, limit), ring: make([]string, limit), limit: limit}
+}
+
+func (c *fileCache) get(id string) (File, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f, ok := c.m[id]
+	return f, ok
+}
+
+func (c *fileCache) put(f File) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[f.ID]; ok {
+		return
+	}
+	if old := c.ring[c.next]; old != "" {
+		delete(c.m, old)
+	}
+	c.ring[c.next] = f.ID
+	c.next = (c.next + 1) % c.limit
+	c.m[f.ID] = f
 }
 
 // OpenFile returns a file of tenant and a reader over its bytes that can

@@ -351,6 +351,11 @@ func TestTenantIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := "globex"
+	// A file record the owner has read (and so cached) stays invisible to
+	// another tenant.
+	if _, err := st.GetFile(ctx, "acme", f.ID); err != nil {
+		t.Fatal(err)
+	}
 	_, err = st.GetPackage(ctx, other, p.ID)
 	wantKind(t, err, artifactstore.NotFound)
 	_, err = st.GetFile(ctx, other, f.ID)
