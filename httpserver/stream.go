@@ -15,6 +15,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/artifactstore/artifactstore"
 )
@@ -22,6 +23,11 @@ import (
 // maxFormField caps the small fields of the multipart upload (path,
 // media_type, digest).
 const maxFormField = 4096
+
+// readBufs recycles the 1 MiB read buffers under multipart readers
+// (mime/multipart reads 4 KiB at a time; a large buffer below it doubled the
+// rate) so small uploads do not pay for a fresh one each.
+var readBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 1<<20) }}
 
 // putFile is POST /packages/{id}/files, multipart/form-data with the fields
 // path, file and optionally media_type and digest, in any order. It streams:
@@ -57,7 +63,13 @@ func (s *Server) putMultipart(r *http.Request, tenant, packageID string) (artifa
 	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
 		return artifactstore.File{}, malformed("the body must be multipart/form-data with the fields path and file")
 	}
-	mr := multipart.NewReader(bufio.NewReaderSize(r.Body, 1<<20), params["boundary"])
+	br := readBufs.Get().(*bufio.Reader)
+	br.Reset(r.Body)
+	defer func() {
+		br.Reset(nil)
+		readBufs.Put(br)
+	}()
+	mr := multipart.NewReader(br, params["boundary"])
 	fields := map[string]string{}
 	var (
 		file    *artifactstore.File

@@ -35,6 +35,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -184,7 +185,22 @@ func (s *Store) Create(ctx context.Context) (blob.Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fsblob: create: %w", mapErr(err))
 	}
-	return &writer{s: s, ctx: ctx, f: f, bw: bufio.NewWriterSize(f, writeBufferSize)}, nil
+	bw := writeBufs.Get().(*bufio.Writer)
+	bw.Reset(f)
+	return &writer{s: s, ctx: ctx, f: f, bw: bw}, nil
+}
+
+// writeBufs recycles the writers' buffers: a fresh 256 KiB per small blob
+// cost more than writing the blob.
+var writeBufs = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufferSize) }}
+
+// release returns the buffer to the pool once the writer is done with it.
+func (w *writer) release() {
+	if w.bw != nil {
+		w.bw.Reset(nil)
+		writeBufs.Put(w.bw)
+		w.bw = nil
+	}
 }
 
 // writer is a staged write. It is not safe for concurrent use.
@@ -224,6 +240,7 @@ func (w *writer) Commit(digest string) (err error) {
 		return errors.New("fsblob: commit after commit or abort")
 	}
 	w.done = true
+	defer w.release()
 	name := w.f.Name()
 	closed := false
 	defer func() {
@@ -329,6 +346,7 @@ func (w *writer) Abort() error {
 		return nil
 	}
 	w.done = true
+	w.release()
 	w.f.Close()
 	if err := os.Remove(w.f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("fsblob: abort: %w", err)
