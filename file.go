@@ -249,10 +249,12 @@ type fileCache struct {
 	limit int
 }
 
-const fileCacheSize = 1 << 16
+// fileCacheSize bounds the cache to a few MiB (a record is some 250 bytes);
+// nothing is allocated up front, so an idle server stays small.
+const fileCacheSize = 1 << 14
 
 func newFileCache(limit int) *fileCache {
-	return &fileCache{m: make(map[string]File, limit), ring: make([]string, limit), limit: limit}
+	return &fileCache{m: map[string]File{}, limit: limit}
 }
 
 func (c *fileCache) get(id string) (File, bool) {
@@ -268,11 +270,13 @@ func (c *fileCache) put(f File) {
 	if _, ok := c.m[f.ID]; ok {
 		return
 	}
-	if old := c.ring[c.next]; old != "" {
-		delete(c.m, old)
+	if len(c.ring) < c.limit {
+		c.ring = append(c.ring, f.ID)
+	} else {
+		delete(c.m, c.ring[c.next])
+		c.ring[c.next] = f.ID
+		c.next = (c.next + 1) % c.limit
 	}
-	c.ring[c.next] = f.ID
-	c.next = (c.next + 1) % c.limit
 	c.m[f.ID] = f
 }
 
