@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -78,8 +79,18 @@ func parseTokens(src, text string, into map[string]string) error {
 	return nil
 }
 
+// defaultMemoryLimit is the Go runtime's soft memory limit for serve unless
+// GOMEMLIMIT says otherwise: the server streams everything, so its live heap
+// is small, and a soft limit makes the collector run before garbage from
+// bursts of small requests doubles the resident size. It is a GC target,
+// never a cap that fails allocations.
+const defaultMemoryLimit = 40 << 20
+
 func serve(ctx context.Context, cfg serveConfig, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 	tokens := map[string]string{}
 	if err := parseTokens("ARTIFACTSTORE_TOKENS", cfg.tokens, tokens); err != nil {
 		return err
