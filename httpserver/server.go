@@ -13,6 +13,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-faster/yaml"
@@ -59,6 +61,9 @@ type Server struct {
 
 	drain     chan struct{} // closed by Drain
 	drainOnce sync.Once
+
+	idPrefix uint32 // random, per server: request ids from replicas differ
+	idCount  atomic.Uint32
 }
 
 // Drain makes event long-polls answer at once (with what there is), for a
@@ -84,6 +89,9 @@ func New(st *artifactstore.Store, cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{st: st, cfg: cfg, log: log, drain: make(chan struct{})}
+	var seed [4]byte
+	rand.Read(seed[:])
+	s.idPrefix = binary.BigEndian.Uint32(seed[:])
 	for tok, tenant := range cfg.Tokens {
 		if tok == "" || !artifactstore.ValidTenant(tenant) {
 			return nil, fmt.Errorf("httpserver: token for tenant %q: a token must be non-empty and its tenant made of letters, digits, '.', '_' and '-'", tenant)
@@ -341,6 +349,15 @@ func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// nextRequestID returns a 16-hex-digit id: a random prefix per server and a
+// counter, unique without a random read per request.
+func (s *Server) nextRequestID() string {
+	var b [8]byte
+	binary.BigEndian.PutUint32(b[:4], s.idPrefix)
+	binary.BigEndian.PutUint32(b[4:], s.idCount.Add(1))
+	return hex.EncodeToString(b[:])
+}
+
 // accessLog gives each request an id (X-Request-Id, kept when the client
 // sent a sane one) and logs one line per request. Tokens are never logged.
 func (s *Server) accessLog(next http.Handler) http.Handler {
@@ -348,9 +365,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		start := time.Now()
 		id := r.Header.Get("X-Request-Id")
 		if id == "" || len(id) > 64 || strings.ContainsFunc(id, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
-			var b [8]byte
-			rand.Read(b[:])
-			id = hex.EncodeToString(b[:])
+			id = s.nextRequestID()
 		}
 		w.Header().Set("X-Request-Id", id)
 		sw := &statusWriter{ResponseWriter: w}
