@@ -32,16 +32,19 @@
 // touch. Copying an object onto itself with metadata REPLACE moves
 // LastModified on AWS, but versitygw accepts it and changes only the
 // metadata; an X-Amz-Meta-Touched value would be seen by HEAD (Stat) but not
-// by ListObjects (All). So a refresh rewrites the object with its own bytes:
-// a Writer's Commit overwrites the blob from its staged copy, unconditionally
-// (the overwrite is the refresh, and create-only semantics with If-None-Match
-// would only add a second request), and Uploads.Commit, whose staged bytes
-// may be gone, copies the blob onto itself with a multipart UploadPartCopy.
-// Both move LastModified on every S3 implementation for the price of a
-// server-side copy. Overwriting with identical bytes is safe: S3 replaces an
-// object atomically, and a Reader never pins an ETag. On a versioned bucket
-// every refresh keeps a noncurrent version; expire those with a lifecycle
-// rule.
+// by ListObjects (All). So a refresh copies the blob onto itself with a
+// multipart UploadPartCopy, which moves LastModified on every S3
+// implementation for the price of a server-side copy of identical bytes.
+//
+// Content addresses are create-only: both Commits look first (HEAD); an
+// existing blob is refreshed, never written from the staged bytes, and the
+// staged copy is dropped. Only a blob that is not there is put (one part) or
+// copied from tmp/ (larger). Two writers racing to create the same digest
+// both write bytes whose SHA-256 the caller has verified, so the loser
+// replaces the object with identical content, atomically. (A conditional
+// If-None-Match: * would close even that window on PUT, but versitygw
+// ignores it on copies.) On a versioned bucket every refresh keeps a
+// noncurrent version; expire those with a lifecycle rule.
 //
 // # Cancellation and cleanup
 //
@@ -318,10 +321,10 @@ func (w *writer) uploadPart(ctx context.Context) error {
 	return nil
 }
 
-// Commit puts a one-part write straight to its content address; a bigger
-// one completes its staged upload, copies it into place and deletes it.
-// Either overwrites an existing blob with the same bytes, which refreshes
-// its ModTime. On failure nothing is left.
+// Commit refreshes an existing blob and drops the staged bytes; otherwise it
+// puts a one-part write straight to its content address, or completes a
+// bigger one's staged upload, copies it into place and deletes it. On
+// failure nothing is left.
 func (w *writer) Commit(digest string) (err error) {
 	if w.done {
 		return errors.New("s3blob: commit after commit or abort")
@@ -347,6 +350,14 @@ func (w *writer) Commit(digest string) (err error) {
 	}
 	if err := w.ctx.Err(); err != nil {
 		return err
+	}
+	// Create-only: equal content is stored once; an existing blob is only
+	// refreshed.
+	if ok, err := s.refresh(context.WithoutCancel(w.ctx), target); err != nil {
+		return err
+	} else if ok {
+		w.cleanup(false)
+		return nil
 	}
 	if w.upload == "" {
 		// The blob becomes visible with this PUT: after the check above it
