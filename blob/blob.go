@@ -15,6 +15,7 @@ package blob
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"iter"
 	"time"
@@ -129,4 +130,23 @@ type Uploads interface {
 
 	// All lists the ids of the staged uploads, for collecting orphans.
 	All(ctx context.Context) iter.Seq2[string, error]
+}
+
+// MaxUploadIDLen is the longest upload session id a backend accepts.
+const MaxUploadIDLen = 128
+
+// CheckUploadID reports whether id is a usable upload session id: 1 to
+// MaxUploadIDLen characters of [A-Za-z0-9_-], safe as a file name and as an
+// object key segment. Backends check ids with it before touching storage.
+func CheckUploadID(id string) error {
+	if len(id) == 0 || len(id) > MaxUploadIDLen {
+		return fmt.Errorf("invalid upload id %q: length must be 1..%d", id, MaxUploadIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("invalid upload id %q: only [A-Za-z0-9_-] allowed", id)
+		}
+	}
+	return nil
 }

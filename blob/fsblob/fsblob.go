@@ -46,7 +46,6 @@ import (
 const (
 	writeBufferSize  = 256 << 10 // Writer's bufio size; measured to help multipart uploads
 	appendBufferSize = 1 << 20   // Uploads.Append's copy buffer
-	maxUploadID      = 128
 	digestPrefix     = "sha256:"
 )
 
@@ -503,14 +502,8 @@ func (s *Store) Uploads() blob.Uploads { return (*uploads)(s) }
 type uploads Store
 
 func validID(id string) error {
-	if len(id) == 0 || len(id) > maxUploadID {
-		return fmt.Errorf("fsblob: invalid upload id %q: length must be 1..%d", id, maxUploadID)
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return fmt.Errorf("fsblob: invalid upload id %q: only [A-Za-z0-9_-] allowed", id)
-		}
+	if err := blob.CheckUploadID(id); err != nil {
+		return fmt.Errorf("fsblob: %w", err)
 	}
 	return nil
 }

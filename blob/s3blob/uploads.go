@@ -27,7 +27,6 @@ import (
 // truncate an object. The upload's length is the last chunk's end.
 
 const (
-	maxUploadID = 128
 	offsetWidth = 20 // digits of an int64
 )
 
@@ -37,14 +36,8 @@ func (s *Store) Uploads() blob.Uploads { return (*uploads)(s) }
 type uploads Store
 
 func validID(id string) error {
-	if len(id) == 0 || len(id) > maxUploadID {
-		return fmt.Errorf("s3blob: invalid upload id %q: length must be 1..%d", id, maxUploadID)
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return fmt.Errorf("s3blob: invalid upload id %q: only [A-Za-z0-9_-] allowed", id)
-		}
+	if err := blob.CheckUploadID(id); err != nil {
+		return fmt.Errorf("s3blob: %w", err)
 	}
 	return nil
 }
