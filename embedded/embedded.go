@@ -1,6 +1,6 @@
 // Package embedded wires the zero-setup default of artifactstore: one data
 // directory holding a SQLite catalog (catalog.db) and the blobs on disk
-// (blobs/, tmp/, uploads/).
+// (blobs/, tmp/, uploads/). The layout is decided here and nowhere else.
 package embedded
 
 import (
@@ -22,17 +22,14 @@ func Open(ctx context.Context, dir string, opts artifactstore.Options) (*artifac
 	if opts.Blobs != nil || opts.Catalog != nil {
 		return nil, fmt.Errorf("embedded: Options.Blobs and Options.Catalog are chosen by embedded.Open")
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("embedded: %w", err)
-	}
-	blobs, err := fsblob.Open(dir)
+	blobs, err := OpenBlobs(dir)
 	if err != nil {
-		return nil, fmt.Errorf("embedded: %w", err)
+		return nil, err
 	}
-	cat, err := sqlite.Open(ctx, filepath.Join(dir, "catalog.db"), sqlite.Options{})
+	cat, err := OpenCatalog(ctx, dir)
 	if err != nil {
 		blobs.Close()
-		return nil, fmt.Errorf("embedded: %w", err)
+		return nil, err
 	}
 	opts.Blobs, opts.Catalog = blobs, cat
 	st, err := artifactstore.Open(ctx, opts)
@@ -42,4 +39,30 @@ func Open(ctx context.Context, dir string, opts artifactstore.Options) (*artifac
 		return nil, err
 	}
 	return st, nil
+}
+
+// OpenBlobs opens (creating if needed) the blob store of the data directory
+// dir, for callers that pair it with another catalog.
+func OpenBlobs(dir string) (*fsblob.Store, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	b, err := fsblob.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	return b, nil
+}
+
+// OpenCatalog opens (creating if needed) the SQLite catalog of the data
+// directory dir, for callers that pair it with another blob store.
+func OpenCatalog(ctx context.Context, dir string) (*sqlite.Catalog, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	c, err := sqlite.Open(ctx, filepath.Join(dir, "catalog.db"), sqlite.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	return c, nil
 }

@@ -33,8 +33,7 @@ import (
 	"time"
 
 	"github.com/artifactstore/artifactstore"
-	"github.com/artifactstore/artifactstore/blob/fsblob"
-	"github.com/artifactstore/artifactstore/catalog/sqlite"
+	"github.com/artifactstore/artifactstore/embedded"
 	"github.com/artifactstore/artifactstore/httpserver"
 )
 
@@ -61,18 +60,7 @@ func main() {
 			toks[tok] = tenant
 		}
 	}
-	if err := os.MkdirAll(*data, 0o755); err != nil {
-		log.Fatal(err)
-	}
-	blobs, err := fsblob.Open(*data)
-	if err != nil {
-		log.Fatal(err)
-	}
-	cat, err := sqlite.Open(ctx, filepath.Join(*data, "catalog.db"), sqlite.Options{})
-	if err != nil {
-		log.Fatal(err)
-	}
-	st, err := artifactstore.Open(ctx, artifactstore.Options{Blobs: blobs, Catalog: cat, Logger: logger})
+	st, err := embedded.Open(ctx, *data, artifactstore.Options{Logger: logger})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -5,17 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/artifactstore/artifactstore"
 	"github.com/artifactstore/artifactstore/blob"
-	"github.com/artifactstore/artifactstore/blob/fsblob"
 	"github.com/artifactstore/artifactstore/blob/s3blob"
 	"github.com/artifactstore/artifactstore/catalog"
 	"github.com/artifactstore/artifactstore/catalog/postgres"
-	"github.com/artifactstore/artifactstore/catalog/sqlite"
+	"github.com/artifactstore/artifactstore/embedded"
 )
 
 // openStore builds the Store the configuration names: the SQLite catalog and
@@ -36,15 +33,9 @@ func openStore(ctx context.Context, cfg serveConfig, log *slog.Logger) (*artifac
 			cat.Close()
 		}
 	}
-	needDir := cfg.blob == "" || cfg.catalog == ""
-	if needDir {
-		if err := os.MkdirAll(cfg.data, 0o755); err != nil {
-			return nil, err
-		}
-	}
 	switch {
 	case cfg.blob == "":
-		blobs, err = fsblob.Open(cfg.data)
+		blobs, err = embedded.OpenBlobs(cfg.data)
 	case strings.HasPrefix(cfg.blob, "s3://"):
 		var sc s3blob.Config
 		if sc, err = s3blob.ParseURL(cfg.blob); err == nil {
@@ -58,7 +49,7 @@ func openStore(ctx context.Context, cfg serveConfig, log *slog.Logger) (*artifac
 	}
 	switch {
 	case cfg.catalog == "":
-		cat, err = sqlite.Open(ctx, filepath.Join(cfg.data, "catalog.db"), sqlite.Options{})
+		cat, err = embedded.OpenCatalog(ctx, cfg.data)
 	case strings.HasPrefix(cfg.catalog, "postgres://"), strings.HasPrefix(cfg.catalog, "postgresql://"):
 		cat, err = postgres.Open(ctx, cfg.catalog, postgres.Options{})
 	default:

@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -29,11 +28,10 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/artifactstore/artifactstore/blob"
-	"github.com/artifactstore/artifactstore/blob/fsblob"
 	"github.com/artifactstore/artifactstore/blob/s3blob"
 	"github.com/artifactstore/artifactstore/catalog"
 	"github.com/artifactstore/artifactstore/catalog/postgres"
-	"github.com/artifactstore/artifactstore/catalog/sqlite"
+	"github.com/artifactstore/artifactstore/embedded"
 )
 
 // Environment variables read here.
@@ -75,12 +73,12 @@ func Open(tb testing.TB) (blob.Store, catalog.Catalog) {
 	switch Name() {
 	case Embedded:
 		dir := tb.TempDir()
-		if blobs, err = fsblob.Open(dir); err != nil {
-			tb.Fatalf("testbackend: fsblob: %v", err)
+		if blobs, err = embedded.OpenBlobs(dir); err != nil {
+			tb.Fatalf("testbackend: %v", err)
 		}
 		tb.Cleanup(func() { blobs.Close() })
-		if cat, err = sqlite.Open(ctx, filepath.Join(dir, "catalog.db"), sqlite.Options{}); err != nil {
-			tb.Fatalf("testbackend: sqlite: %v", err)
+		if cat, err = embedded.OpenCatalog(ctx, dir); err != nil {
+			tb.Fatalf("testbackend: %v", err)
 		}
 		tb.Cleanup(func() { cat.Close() })
 	case PostgresS3:
