@@ -256,6 +256,20 @@ func (h *replicaHarness) must(i int, method, path string, body []byte, want int,
 	return r
 }
 
+// mustWaiting is must through callWaiting: a session the killed replica was
+// writing stays claimed (409 with Retry-After) until its claim runs out.
+func (h *replicaHarness) mustWaiting(i int, method, path string, body []byte, want int, hdr ...string) reply {
+	h.t.Helper()
+	r, err := h.callWaiting(i, method, path, body, hdr...)
+	if err != nil {
+		h.t.Fatalf("replica %d: %s %s: %v", i, method, path, err)
+	}
+	if r.status != want {
+		h.t.Fatalf("replica %d: %s %s: %s, want %d", i, method, path, r, want)
+	}
+	return r
+}
+
 // pick returns the first live replica from pref on, round robin.
 func (h *replicaHarness) pick(pref int) int {
 	n := len(h.dead)
@@ -362,12 +376,13 @@ func (h *replicaHarness) resumeSlowSession(s *slowSession, at, done int) {
 	if err != nil || off < 0 || off > s.sent {
 		t.Fatalf("replica %d: HEAD of the session whose PATCH was cut by the kill: Upload-Offset %q, want 0..%d", at, r.header.Get("Upload-Offset"), s.sent)
 	}
-	h.must(at, "PATCH", s.loc, s.data[off:], 204, "Content-Type", "application/octet-stream", "Upload-Offset", strconv.Itoa(off))
+	start := time.Now()
+	h.mustWaiting(at, "PATCH", s.loc, s.data[off:], 204, "Content-Type", "application/octet-stream", "Upload-Offset", strconv.Itoa(off))
 	r = h.must(done, "POST", s.loc+"/complete", fmt.Appendf(nil, `{"package_id":%q,"path":"slow.bin","digest":%q}`, s.pkg, digestOf(s.data)), 201, "Content-Type", "application/json")
 	if _, ok := h.checkFile("complete the resumed session", r.obj(), s.pkg, "slow.bin", s.data); !ok {
 		t.FailNow()
 	}
-	t.Logf("the session cut by the kill (%d bytes sent) was at %d on replica %d, resumed there and completed on replica %d", s.sent, off, at, done)
+	t.Logf("the session cut by the kill (%d bytes sent) was at %d on replica %d, resumed there (after %v, the dead replica's claim) and completed on replica %d", s.sent, off, at, time.Since(start).Round(time.Millisecond), done)
 }
 
 // ledger records what the replicas acknowledged.
