@@ -42,6 +42,7 @@ type Options struct {
 type Catalog struct {
 	writer *sqlx.DB // one connection: writes are serialized
 	reader *sqlx.DB // query-only connections
+	group  *group   // batches the writes into shared transactions
 	now    func() time.Time
 	closed atomic.Bool
 }
@@ -81,6 +82,7 @@ func Open(ctx context.Context, path string, opts Options) (*Catalog, error) {
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
 	c.writer = w
+	c.group = &group{db: w, now: c.now}
 	if err := c.init(ctx); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("catalog/sqlite: open %s: %w", path, err)
@@ -189,28 +191,38 @@ func (c *Catalog) Close() error {
 	return errors.Join(c.reader.Close(), c.writer.Close())
 }
 
-// write runs fn in a write transaction and commits it if fn succeeds.
-func (c *Catalog) write(ctx context.Context, op string, fn func(tx *sqlx.Tx, now int64) error) error {
-	return c.inTx(ctx, c.writer, op, fn)
-}
+// txFunc is the body of a transaction. It gets the context to run its
+// statements with (not the caller's: see write) and the transaction's clock
+// in Unix milliseconds.
+type txFunc func(ctx context.Context, tx *sqlx.Tx, now int64) error
 
-// read runs fn in a read transaction, so it sees one snapshot.
-func (c *Catalog) read(ctx context.Context, op string, fn func(tx *sqlx.Tx, now int64) error) error {
-	return c.inTx(ctx, c.reader, op, fn)
-}
-
-func (c *Catalog) inTx(ctx context.Context, db *sqlx.DB, op string, fn func(tx *sqlx.Tx, now int64) error) error {
+// write runs fn in a write transaction, committed together with the write
+// transactions of concurrent callers (see groupcommit.go). It returns once
+// the commit is durable, or with fn's error and none of fn's changes.
+func (c *Catalog) write(ctx context.Context, op string, fn txFunc) error {
 	if c.closed.Load() {
 		return fmt.Errorf("catalog/sqlite: %s: %w", op, catalog.ErrClosed)
 	}
-	tx, err := db.BeginTxx(ctx, nil)
+	if err := ctx.Err(); err != nil {
+		return c.wrap(op, err)
+	}
+	if err := c.group.do(ctx, fn); err != nil {
+		return c.wrap(op, err)
+	}
+	return nil
+}
+
+// read runs fn in a read transaction, so it sees one snapshot.
+func (c *Catalog) read(ctx context.Context, op string, fn txFunc) error {
+	if c.closed.Load() {
+		return fmt.Errorf("catalog/sqlite: %s: %w", op, catalog.ErrClosed)
+	}
+	tx, err := c.reader.BeginTxx(ctx, nil)
 	if err != nil {
 		return c.wrap(op, err)
 	}
 	defer tx.Rollback()
-	// The clock is read once the transaction holds its locks, so times
-	// follow commit order.
-	if err := fn(tx, c.now().UnixMilli()); err != nil {
+	if err := fn(ctx, tx, c.now().UnixMilli()); err != nil {
 		return c.wrap(op, err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -308,7 +320,7 @@ func (r packageRow) pkg(meta map[string]string) catalog.Package {
 // CreatePackage implements catalog.Catalog.
 func (c *Catalog) CreatePackage(ctx context.Context, p catalog.Package, ev catalog.NewEvent) (catalog.Package, error) {
 	var out catalog.Package
-	err := c.write(ctx, "CreatePackage", func(tx *sqlx.Tx, now int64) error {
+	err := c.write(ctx, "CreatePackage", func(ctx context.Context, tx *sqlx.Tx, now int64) error {
 		var err error
 		out, err = createPackage(ctx, tx, p, now, ev)
 		return err
@@ -351,7 +363,7 @@ func createPackage(ctx context.Context, tx *sqlx.Tx, p catalog.Package, now int6
 // GetPackage implements catalog.Catalog.
 func (c *Catalog) GetPackage(ctx context.Context, tenant, id string) (catalog.Package, error) {
 	var p catalog.Package
-	err := c.read(ctx, "GetPackage", func(tx *sqlx.Tx, _ int64) error {
+	err := c.read(ctx, "GetPackage", func(ctx context.Context, tx *sqlx.Tx, _ int64) error {
 		var err error
 		p, err = getPackage(ctx, tx, tenant, id)
 		return err
@@ -422,7 +434,7 @@ func loadMetadata(ctx context.Context, tx *sqlx.Tx, ids []string) (map[string]ma
 // ListPackages implements catalog.Catalog.
 func (c *Catalog) ListPackages(ctx context.Context, tenant string, f catalog.PackageFilter) ([]catalog.Package, error) {
 	var out []catalog.Package
-	err := c.read(ctx, "ListPackages", func(tx *sqlx.Tx, _ int64) error {
+	err := c.read(ctx, "ListPackages", func(ctx context.Context, tx *sqlx.Tx, _ int64) error {
 		var err error
 		out, err = listPackages(ctx, tx, tenant, f)
 		return err
@@ -580,7 +592,7 @@ func listPackagesQuery(tenant string, f catalog.PackageFilter, driver int) (stri
 // Finalize implements catalog.Catalog.
 func (c *Catalog) Finalize(ctx context.Context, tenant, id string, evType string, build catalog.BuildFunc) (catalog.Package, error) {
 	var out catalog.Package
-	err := c.write(ctx, "Finalize", func(tx *sqlx.Tx, now int64) error {
+	err := c.write(ctx, "Finalize", func(ctx context.Context, tx *sqlx.Tx, now int64) error {
 		var err error
 		out, err = finalize(ctx, tx, tenant, id, now, evType, build)
 		return err
@@ -626,7 +638,7 @@ func (c *Catalog) GetManifest(ctx context.Context, tenant, id string) (catalog.P
 		p        catalog.Package
 		manifest []byte
 	)
-	err := c.read(ctx, "GetManifest", func(tx *sqlx.Tx, _ int64) error {
+	err := c.read(ctx, "GetManifest", func(ctx context.Context, tx *sqlx.Tx, _ int64) error {
 		var err error
 		if p, err = getPackage(ctx, tx, tenant, id); err != nil {
 			return err
@@ -673,7 +685,7 @@ func (r fileRow) file() catalog.File {
 // AddFile implements catalog.Catalog.
 func (c *Catalog) AddFile(ctx context.Context, f catalog.File, ev catalog.NewEvent) (catalog.File, error) {
 	var out catalog.File
-	err := c.write(ctx, "AddFile", func(tx *sqlx.Tx, now int64) error {
+	err := c.write(ctx, "AddFile", func(ctx context.Context, tx *sqlx.Tx, now int64) error {
 		var err error
 		out, err = addFile(ctx, tx, f, now, ev)
 		return err
@@ -712,7 +724,7 @@ func addFile(ctx context.Context, tx *sqlx.Tx, f catalog.File, now int64, ev cat
 // GetFile implements catalog.Catalog.
 func (c *Catalog) GetFile(ctx context.Context, tenant, id string) (catalog.File, error) {
 	var out catalog.File
-	err := c.read(ctx, "GetFile", func(tx *sqlx.Tx, _ int64) error {
+	err := c.read(ctx, "GetFile", func(ctx context.Context, tx *sqlx.Tx, _ int64) error {
 		var err error
 		out, err = getFile(ctx, tx, tenant, id)
 		return err
@@ -740,7 +752,7 @@ func getFile(ctx context.Context, tx *sqlx.Tx, tenant, id string) (catalog.File,
 // ListFiles implements catalog.Catalog.
 func (c *Catalog) ListFiles(ctx context.Context, tenant, packageID string, f catalog.FileFilter) ([]catalog.File, error) {
 	var out []catalog.File
-	err := c.read(ctx, "ListFiles", func(tx *sqlx.Tx, _ int64) error {
+	err := c.read(ctx, "ListFiles", func(ctx context.Context, tx *sqlx.Tx, _ int64) error {
 		if _, err := getPackageRow(ctx, tx, tenant, packageID); err != nil {
 			return err
 		}
@@ -804,7 +816,7 @@ func prefixEnd(p string) (string, bool) {
 // DigestReferenced implements catalog.Catalog.
 func (c *Catalog) DigestReferenced(ctx context.Context, digest string) (bool, error) {
 	var ok bool
-	err := c.read(ctx, "DigestReferenced", func(tx *sqlx.Tx, _ int64) error {
+	err := c.read(ctx, "DigestReferenced", func(ctx context.Context, tx *sqlx.Tx, _ int64) error {
 		return tx.GetContext(ctx, &ok, `SELECT EXISTS (SELECT 1 FROM files WHERE digest = ?)`, digest)
 	})
 	return ok, err
@@ -859,7 +871,7 @@ func (r uploadRow) upload() catalog.Upload {
 // CreateUpload implements catalog.Catalog.
 func (c *Catalog) CreateUpload(ctx context.Context, u catalog.Upload, ttl time.Duration) (catalog.Upload, error) {
 	var out catalog.Upload
-	err := c.write(ctx, "CreateUpload", func(tx *sqlx.Tx, now int64) error {
+	err := c.write(ctx, "CreateUpload", func(ctx context.Context, tx *sqlx.Tx, now int64) error {
 		out = catalog.Upload{
 			ID:        u.ID,
 			Tenant:    u.Tenant,
@@ -881,7 +893,7 @@ func (c *Catalog) CreateUpload(ctx context.Context, u catalog.Upload, ttl time.D
 // GetUpload implements catalog.Catalog.
 func (c *Catalog) GetUpload(ctx context.Context, tenant, id string) (catalog.Upload, error) {
 	var out catalog.Upload
-	err := c.read(ctx, "GetUpload", func(tx *sqlx.Tx, now int64) error {
+	err := c.read(ctx, "GetUpload", func(ctx context.Context, tx *sqlx.Tx, now int64) error {
 		r, err := getUpload(ctx, tx, tenant, id, now)
 		if err != nil {
 			return err
@@ -907,7 +919,7 @@ func getUpload(ctx context.Context, tx *sqlx.Tx, tenant, id string, now int64) (
 // checks and the update are atomic.
 func (c *Catalog) ClaimUpload(ctx context.Context, tenant, id, holder string, offset int64, ttl time.Duration) (catalog.Upload, error) {
 	var out catalog.Upload
-	err := c.write(ctx, "ClaimUpload", func(tx *sqlx.Tx, now int64) error {
+	err := c.write(ctx, "ClaimUpload", func(ctx context.Context, tx *sqlx.Tx, now int64) error {
 		r, err := getUpload(ctx, tx, tenant, id, now)
 		if err != nil {
 			return err
@@ -933,7 +945,7 @@ func (c *Catalog) ClaimUpload(ctx context.Context, tenant, id, holder string, of
 // AdvanceUpload implements catalog.Catalog.
 func (c *Catalog) AdvanceUpload(ctx context.Context, tenant, id, holder string, from, to int64, hashState []byte) (catalog.Upload, error) {
 	var out catalog.Upload
-	err := c.write(ctx, "AdvanceUpload", func(tx *sqlx.Tx, now int64) error {
+	err := c.write(ctx, "AdvanceUpload", func(ctx context.Context, tx *sqlx.Tx, now int64) error {
 		r, err := getUpload(ctx, tx, tenant, id, now)
 		if err != nil {
 			return err
@@ -960,7 +972,7 @@ func (c *Catalog) AdvanceUpload(ctx context.Context, tenant, id, holder string, 
 // CompleteUpload implements catalog.Catalog.
 func (c *Catalog) CompleteUpload(ctx context.Context, uploadID string, f catalog.File, ev catalog.NewEvent) (catalog.File, error) {
 	var out catalog.File
-	err := c.write(ctx, "CompleteUpload", func(tx *sqlx.Tx, now int64) error {
+	err := c.write(ctx, "CompleteUpload", func(ctx context.Context, tx *sqlx.Tx, now int64) error {
 		r, err := getUpload(ctx, tx, f.Tenant, uploadID, now)
 		if err != nil {
 			return err
@@ -984,7 +996,7 @@ func (c *Catalog) CompleteUpload(ctx context.Context, uploadID string, f catalog
 
 // DeleteUpload implements catalog.Catalog.
 func (c *Catalog) DeleteUpload(ctx context.Context, tenant, id string) error {
-	return c.write(ctx, "DeleteUpload", func(tx *sqlx.Tx, _ int64) error {
+	return c.write(ctx, "DeleteUpload", func(ctx context.Context, tx *sqlx.Tx, _ int64) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM uploads WHERE id = ? AND tenant = ?`, id, tenant)
 		if err != nil {
 			return err
@@ -1001,7 +1013,7 @@ func (c *Catalog) DeleteUpload(ctx context.Context, tenant, id string) error {
 // DeleteExpiredUploads implements catalog.Catalog.
 func (c *Catalog) DeleteExpiredUploads(ctx context.Context, limit int) ([]string, error) {
 	var ids []string
-	err := c.write(ctx, "DeleteExpiredUploads", func(tx *sqlx.Tx, now int64) error {
+	err := c.write(ctx, "DeleteExpiredUploads", func(ctx context.Context, tx *sqlx.Tx, now int64) error {
 		if limit <= 0 {
 			return nil
 		}
@@ -1018,7 +1030,7 @@ func (c *Catalog) DeleteExpiredUploads(ctx context.Context, limit int) ([]string
 // UploadExists implements catalog.Catalog.
 func (c *Catalog) UploadExists(ctx context.Context, id string) (bool, error) {
 	var ok bool
-	err := c.read(ctx, "UploadExists", func(tx *sqlx.Tx, _ int64) error {
+	err := c.read(ctx, "UploadExists", func(ctx context.Context, tx *sqlx.Tx, _ int64) error {
 		return tx.GetContext(ctx, &ok, `SELECT EXISTS (SELECT 1 FROM uploads WHERE id = ?)`, id)
 	})
 	return ok, err
@@ -1057,7 +1069,7 @@ func (c *Catalog) Events(ctx context.Context, tenant string, since uint64, limit
 		out  []catalog.Event
 		head int64
 	)
-	err := c.read(ctx, "Events", func(tx *sqlx.Tx, _ int64) error {
+	err := c.read(ctx, "Events", func(ctx context.Context, tx *sqlx.Tx, _ int64) error {
 		err := tx.GetContext(ctx, &head, `SELECT seq FROM event_heads WHERE tenant = ?`, tenant)
 		if errors.Is(err, sql.ErrNoRows) {
 			head = 0
