@@ -94,7 +94,8 @@ type Store struct {
 	opts   Options
 	log    *slog.Logger
 	notify *notifier
-	files  *fileCache
+	files  *recent[File]
+	pkgs   *recent[pkgHint] // what PutFile last saw of packages (see checkOpen)
 
 	// gc is held shared from a blob's commit until its file is recorded,
 	// and exclusively while Cleanup checks and deletes one orphan, so a
@@ -147,7 +148,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		opts:   opts,
 		log:    log,
 		notify: newNotifier(),
-		files:  newFileCache(fileCacheSize),
+		files:  newRecent[File](fileCacheSize),
+		pkgs:   newRecent[pkgHint](packageCacheSize),
 	}
 	s.ids.entropy = ulid.Monotonic(rand.Reader, 0)
 

@@ -68,13 +68,8 @@ func (s *Store) PutFile(ctx context.Context, tenant, packageID, path string, r i
 	if err := s.checkNewFile(op, tenant, packageID, path, &o); err != nil {
 		return File{}, err
 	}
-	// Fail before reading the body when the package cannot take it.
-	p, err := s.cat.GetPackage(ctx, tenant, packageID)
-	if err != nil {
-		return File{}, notFound(op, err, "package %s", packageID)
-	}
-	if p.State != StateOpen {
-		return File{}, errorf(op, Finalized, "package %s is finalized", packageID)
+	if err := s.checkOpen(ctx, op, tenant, packageID); err != nil {
+		return File{}, err
 	}
 	c, err := s.stage(ctx, op, r, o.Digest)
 	if err != nil {
@@ -130,6 +125,33 @@ func (s *Store) stage(ctx context.Context, op string, r io.Reader, want string) 
 		return Content{}, wrap(op, err)
 	}
 	return c, nil
+}
+
+// checkOpen fails before a body is read when the package cannot take it.
+// It is a courtesy, not the rule (the catalog checks again when it records
+// the file), so it trusts what it saw of the package before: a package
+// seen finalized stays so, and one seen open is assumed still open, which
+// spares small files a catalog read each.
+func (s *Store) checkOpen(ctx context.Context, op, tenant, packageID string) error {
+	h, ok := s.pkgs.get(packageID)
+	if !ok || h.tenant != tenant {
+		p, err := s.cat.GetPackage(ctx, tenant, packageID)
+		if err != nil {
+			return notFound(op, err, "package %s", packageID)
+		}
+		h = pkgHint{tenant: p.Tenant, finalized: p.State != StateOpen}
+		s.pkgs.put(packageID, h)
+	}
+	if h.finalized {
+		return errorf(op, Finalized, "package %s is finalized", packageID)
+	}
+	return nil
+}
+
+// pkgHint is what a Store last saw of a package.
+type pkgHint struct {
+	tenant    string
+	finalized bool
 }
 
 // AddFile records staged content as a new file at path in an open package
@@ -208,6 +230,7 @@ func (s *Store) addFile(ctx context.Context, op string, record func(catalog.File
 		case errors.Is(err, catalog.ErrConflict):
 			return File{}, &Error{Op: op, Kind: Conflict, Detail: fmt.Sprintf("path %q is taken in package %s", path, packageID), Err: err}
 		case errors.Is(err, catalog.ErrFinalized):
+			s.pkgs.put(packageID, pkgHint{tenant: tenant, finalized: true})
 			return File{}, &Error{Op: op, Kind: Finalized, Detail: fmt.Sprintf("package %s is finalized", packageID), Err: err}
 		}
 		return File{}, notFound(op, err, "package %s", packageID)
@@ -222,7 +245,7 @@ func (s *Store) GetFile(ctx context.Context, tenant, id string) (File, error) {
 	if err := checkRead(op, tenant, "file_id", id); err != nil {
 		return File{}, err
 	}
-	if f, ok := s.files.get(id); ok {
+	if f, ok := s.files.get(id); ok { // a file never changes once recorded
 		if tenant != AllTenants && f.Tenant != tenant {
 			return File{}, errorf(op, NotFound, "file %s not found", id)
 		}
@@ -233,51 +256,8 @@ func (s *Store) GetFile(ctx context.Context, tenant, id string) (File, error) {
 		return File{}, notFound(op, err, "file %s", id)
 	}
 	f := fileFrom(cf)
-	s.files.put(f)
+	s.files.put(f.ID, f)
 	return f, nil
-}
-
-// fileCache keeps recently read file records. A file never changes once
-// recorded (nor, in this version, goes away), so a cached record is never
-// stale; the cache spares the catalog a query on every download. It holds
-// at most fileCacheSize records and forgets the oldest first.
-type fileCache struct {
-	mu    sync.Mutex
-	m     map[string]File
-	ring  []string
-	next  int
-	limit int
-}
-
-// fileCacheSize bounds the cache to a few MiB (a record is some 250 bytes);
-// nothing is allocated up front, so an idle server stays small.
-const fileCacheSize = 1 << 14
-
-func newFileCache(limit int) *fileCache {
-	return &fileCache{m: map[string]File{}, limit: limit}
-}
-
-func (c *fileCache) get(id string) (File, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	f, ok := c.m[id]
-	return f, ok
-}
-
-func (c *fileCache) put(f File) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.m[f.ID]; ok {
-		return
-	}
-	if len(c.ring) < c.limit {
-		c.ring = append(c.ring, f.ID)
-	} else {
-		delete(c.m, c.ring[c.next])
-		c.ring[c.next] = f.ID
-		c.next = (c.next + 1) % c.limit
-	}
-	c.m[f.ID] = f
 }
 
 // OpenFile returns a file of tenant and a reader over its bytes that can

@@ -215,6 +215,7 @@ func (s *Store) Finalize(ctx context.Context, tenant, id string) (Package, error
 		return Package{}, notFound(op, err, "package %s", id)
 	}
 	s.notify.broadcast()
+	s.pkgs.put(p.ID, pkgHint{tenant: p.Tenant, finalized: true})
 	return packageFrom(p), nil
 }
 
