@@ -87,7 +87,9 @@ func parseTokens(src, text string, into map[string]string) error {
 const defaultMemoryLimit = 40 << 20
 
 func serve(ctx context.Context, cfg serveConfig, stdout, stderr io.Writer) error {
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	logw := newLogWriter(stderr)
+	defer logw.Close()
+	log := slog.New(slog.NewTextHandler(logw, nil))
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
