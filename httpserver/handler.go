@@ -32,16 +32,16 @@ func (h *handler) HandleBearerAuth(ctx context.Context, _ oas.OperationName, t o
 	if err != nil {
 		return ctx, err
 	}
-	return context.WithValue(ctx, tenantKey{}, tenant), nil
+	return withTenant(ctx, tenant), nil
 }
 
 // NewError answers every error a handler returns, and the security errors
 // ogen raises, from the one problem table.
 func (h *handler) NewError(ctx context.Context, err error) *oas.ProblemStatusCode {
 	err = classify(err)
-	instance, _ := ctx.Value(instanceKey{}).(string)
-	p := problemOf(ctx, h.s.log, err, instance)
-	if w, ok := ctx.Value(writerKey{}).(http.ResponseWriter); ok {
+	info := infoOf(ctx)
+	p := problemOf(ctx, h.s.log, err, info.instance)
+	if w := info.w; w != nil {
 		problemHeaders(w.Header(), p)
 	}
 	out := oas.Problem{Type: p.Type, Title: p.Title, Status: p.Status, Detail: p.Detail}
@@ -197,7 +197,7 @@ func (h *handler) GetManifestJSON(ctx context.Context, params oas.GetManifestJSO
 	if err != nil {
 		return nil, err
 	}
-	if w, ok := ctx.Value(writerKey{}).(http.ResponseWriter); ok {
+	if w := infoOf(ctx).w; w != nil {
 		// Another representation, another strong validator (RFC 9110
 		// §8.8.3): the digest names the CBOR bytes.
 		w.Header().Set("ETag", strconv.Quote(m.Package.ManifestDigest+"+json"))

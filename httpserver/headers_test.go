@@ -1,7 +1,10 @@
 package httpserver
 
 import (
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
+	"mime"
 	"strings"
 	"testing"
 )
@@ -152,4 +155,26 @@ func FuzzETagMatches(f *testing.F) {
 			t.Fatalf("a list starting with the tag does not match")
 		}
 	})
+}
+
+func TestAttachmentMatchesFormatMediaType(t *testing.T) {
+	for _, name := range []string{"f.bin", "app-1.2.tar.gz", "a b.txt", `quo"te`, "ünï.txt", "x=y", "back\\slash", "tab\there", "", "a;b", "~weird!#$%&'*+^`|"} {
+		want := mime.FormatMediaType("attachment", map[string]string{"filename": name})
+		if got := attachment(name); got != want {
+			t.Errorf("attachment(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
+
+func TestReprDigest(t *testing.T) {
+	d := "sha256:" + strings.Repeat("0f", 32)
+	sum, _ := hex.DecodeString(strings.Repeat("0f", 32))
+	if got, want := reprDigest(d), "sha-256=:"+base64.StdEncoding.EncodeToString(sum)+":"; got != want {
+		t.Errorf("reprDigest = %q, want %q", got, want)
+	}
+	for _, bad := range []string{"", "sha256:", "sha256:" + strings.Repeat("0F", 32), "sha512:" + strings.Repeat("00", 32), "sha256:" + strings.Repeat("0", 63)} {
+		if got := reprDigest(bad); got != "" {
+			t.Errorf("reprDigest(%q) = %q, want empty", bad, got)
+		}
+	}
 }

@@ -155,14 +155,34 @@ func (s *Server) serveSpec(w http.ResponseWriter, r *http.Request) {
 	w.Write(s.spec)
 }
 
-// Context keys.
-type (
-	tenantKey struct{}
-	writerKey struct{}
-	reqIDKey  struct{}
-	// instanceKey holds the request path, the instance of its problems.
-	instanceKey struct{}
-)
+// reqInfo is what the middleware and authentication learn of a request,
+// handed down the handler chain as one context value (one allocation, one
+// Request copy).
+type reqInfo struct {
+	w        http.ResponseWriter // for the handlers ogen gives no writer (problem headers, ETags)
+	instance string              // the request path, the instance of its problems
+	tenant   string              // set once a bearer token is checked
+}
+
+type infoKey struct{}
+
+// infoOf returns the request's reqInfo; an empty one if the middleware did
+// not run.
+func infoOf(ctx context.Context) *reqInfo {
+	if i, ok := ctx.Value(infoKey{}).(*reqInfo); ok {
+		return i
+	}
+	return &reqInfo{}
+}
+
+// withTenant records the authenticated tenant of ctx's request.
+func withTenant(ctx context.Context, tenant string) context.Context {
+	if i, ok := ctx.Value(infoKey{}).(*reqInfo); ok {
+		i.tenant = tenant
+		return ctx
+	}
+	return context.WithValue(ctx, infoKey{}, &reqInfo{tenant: tenant})
+}
 
 // authenticate returns the tenant of the request's bearer token: ("", nil)
 // without an Authorization header, Unauthorized for a bad one.
@@ -201,7 +221,7 @@ func unauthorized(detail string) error {
 // readTenant is the tenant a read request acts for: the token's, or
 // AllTenants for anonymous readers when anonymous reads are on.
 func (s *Server) readTenant(ctx context.Context) (string, error) {
-	if t, ok := ctx.Value(tenantKey{}).(string); ok && t != "" {
+	if t := infoOf(ctx).tenant; t != "" {
 		return t, nil
 	}
 	if s.cfg.AnonRead {
@@ -213,7 +233,7 @@ func (s *Server) readTenant(ctx context.Context) (string, error) {
 // writeTenant is the tenant of a write request; ogen has already refused
 // requests without a valid token.
 func (s *Server) writeTenant(ctx context.Context) (string, error) {
-	if t, ok := ctx.Value(tenantKey{}).(string); ok && t != "" {
+	if t := infoOf(ctx).tenant; t != "" {
 		return t, nil
 	}
 	return "", unauthorized("this endpoint needs a bearer token")
@@ -274,6 +294,9 @@ func classify(err error) error {
 // ResponseWriter where the error hook can set headers.
 func (s *Server) limits(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A copy first: the server's own Request must keep its body, which
+		// it inspects to decide whether the connection can be reused.
+		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, &reqInfo{w: w, instance: r.URL.Path}))
 		if r.Method == http.MethodPatch && strings.HasPrefix(r.URL.Path, "/uploads/") {
 			// An append's body is raw bytes whatever it is labelled: tus
 			// clients send application/offset+octet-stream, curl
@@ -287,9 +310,7 @@ func (s *Server) limits(next http.Handler) http.Handler {
 		} else if r.Body != nil {
 			r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxJSONBody)
 		}
-		ctx := context.WithValue(r.Context(), writerKey{}, w)
-		ctx = context.WithValue(ctx, instanceKey{}, r.URL.Path)
-		next.ServeHTTP(w, r.WithContext(ctx))
+		next.ServeHTTP(w, r)
 	})
 }
 
@@ -369,9 +390,8 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		}
 		w.Header().Set("X-Request-Id", id)
 		sw := &statusWriter{ResponseWriter: w}
-		ctx := context.WithValue(r.Context(), reqIDKey{}, id)
-		next.ServeHTTP(sw, r.WithContext(ctx))
-		s.log.LogAttrs(ctx, slog.LevelInfo, "request",
+		next.ServeHTTP(sw, r)
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.Int("status", sw.status), slog.Int64("bytes", sw.bytes), slog.Duration("took", time.Since(start)))
 	})
