@@ -4,7 +4,7 @@
 #
 #   bash bench/run.sh             full run (1 GiB files, 10,000 small files, 1M packages); writes bench/RESULTS.md
 #   bash bench/run.sh --quick     smoke run (64 MiB, 1,000 files, 100k packages); writes nothing in the repository
-#   bash bench/run.sh --profile   serve through bench/asprof and keep one CPU profile per artifactstore workload
+#   bash bench/run.sh --profile   serve with --debug-addr and keep one CPU profile per artifactstore workload
 #                                 in bench/out/prof (add --quick for a fast one); writes no RESULTS.md
 #   bash bench/run.sh --only ingest,session   only these phases (see bench/README.md)
 #
@@ -69,7 +69,6 @@ go build -o "$TMP/bin/artifactstore" ./cmd/artifactstore
 go build -o "$TMP/bin/ideal" ./bench/ideal
 go build -o "$TMP/bin/driver" ./bench/driver
 go build -o "$TMP/bin/mkcatalog" ./bench/mkcatalog
-go build -o "$TMP/bin/asprof" ./bench/asprof
 
 # --- the large catalog for the listing benchmark ----------------------------
 # Built once per schema and builder version (about 40 s for 1M packages) and
@@ -98,25 +97,20 @@ wait_http() { # url pid name
   log "$3 did not become ready; its log:"; cat "$TMP/$3.log" >&2 || true; exit 1
 }
 
+# With --profile the same servers also open a debug port (serve
+# --debug-addr) through which the driver takes one CPU profile per workload.
 PROF_DIR="$OUT/prof"
+AS_DEBUG=(); LIST_DEBUG=()
 if [ "$PROFILE" = 1 ]; then
   rm -rf "$PROF_DIR"; mkdir -p "$PROF_DIR"
-  "$TMP/bin/asprof" --addr 127.0.0.1:$AS_PORT --data "$TMP/as" --tokens bench:$TOKEN \
-    --prof-addr 127.0.0.1:$PROF_PORT --prof-dir "$PROF_DIR" --block-rate "${ASPROF_BLOCK_RATE:-0}" >"$TMP/artifactstore.log" 2>&1 &
-  AS_PID=$!
-else
-  "$TMP/bin/artifactstore" serve --addr 127.0.0.1:$AS_PORT --data "$TMP/as" --tokens bench:$TOKEN >"$TMP/artifactstore.log" 2>&1 &
-  AS_PID=$!
+  AS_DEBUG=(--debug-addr 127.0.0.1:$PROF_PORT)
+  LIST_DEBUG=(--debug-addr 127.0.0.1:$LIST_PROF_PORT)
 fi
+"$TMP/bin/artifactstore" serve --addr 127.0.0.1:$AS_PORT --data "$TMP/as" --tokens bench:$TOKEN "${AS_DEBUG[@]}" >"$TMP/artifactstore.log" 2>&1 &
+AS_PID=$!
 PIDS+=("$AS_PID")
-if [ "$PROFILE" = 1 ]; then
-  "$TMP/bin/asprof" --addr 127.0.0.1:$LIST_PORT --data "$TMP/aslist" --tokens bench:$TOKEN \
-    --prof-addr 127.0.0.1:$LIST_PROF_PORT --prof-dir "$PROF_DIR" >"$TMP/aslist.log" 2>&1 &
-  LIST_PID=$!
-else
-  "$TMP/bin/artifactstore" serve --addr 127.0.0.1:$LIST_PORT --data "$TMP/aslist" --tokens bench:$TOKEN >"$TMP/aslist.log" 2>&1 &
-  LIST_PID=$!
-fi
+"$TMP/bin/artifactstore" serve --addr 127.0.0.1:$LIST_PORT --data "$TMP/aslist" --tokens bench:$TOKEN "${LIST_DEBUG[@]}" >"$TMP/aslist.log" 2>&1 &
+LIST_PID=$!
 PIDS+=("$LIST_PID")
 
 "$TMP/bin/ideal" -addr 127.0.0.1:$IDEAL_PORT -dir "$TMP/ideal" >"$TMP/ideal.log" 2>&1 &
@@ -193,11 +187,11 @@ args=(
 )
 [ "$QUICK" = 1 ] && args+=(-quick)
 [ -n "$ONLY" ] && args+=(-only "$ONLY")
-[ "$PROFILE" = 1 ] && args+=(-prof "http://127.0.0.1:$PROF_PORT" -list-prof "http://127.0.0.1:$LIST_PROF_PORT")
+[ "$PROFILE" = 1 ] && args+=(-prof "http://127.0.0.1:$PROF_PORT" -list-prof "http://127.0.0.1:$LIST_PROF_PORT" -prof-dir "$PROF_DIR")
 "$TMP/bin/driver" "${args[@]}"
 
 # --- record -----------------------------------------------------------------
-mode=full; [ "$QUICK" = 1 ] && mode=quick; [ "$PROFILE" = 1 ] && mode="$mode, profiling (bench/asprof)"
+mode=full; [ "$QUICK" = 1 ] && mode=quick; [ "$PROFILE" = 1 ] && mode="$mode, profiling (serve --debug-addr)"
 [ -n "$ONLY" ] && mode="$mode, only $ONLY"
 {
   echo "# artifactstore benchmark results"
@@ -231,7 +225,7 @@ if [ "$PROFILE" = 1 ]; then
   for w in $(ls "$PROF_DIR" | sed 's/\.[0-9]*\.pprof$//' | sort -u); do
     echo
     echo "=== $w"
-    go tool pprof -top -nodecount=30 "$TMP/bin/asprof" "$PROF_DIR/$w".*.pprof 2>/dev/null | sed -n '1,40p'
+    go tool pprof -top -nodecount=30 "$TMP/bin/artifactstore" "$PROF_DIR/$w".*.pprof 2>/dev/null | sed -n '1,40p'
   done | tee "$OUT/profiles.txt"
-  cp "$TMP/bin/asprof" "$PROF_DIR/asprof.bin"
+  cp "$TMP/bin/artifactstore" "$PROF_DIR/artifactstore.bin"
 fi

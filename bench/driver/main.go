@@ -54,6 +54,7 @@ type config struct {
 	regRepo        string
 	profURL        string
 	listProfURL    string
+	profDir        string
 	scratch        string
 	clkTck         float64
 	only           map[string]bool
@@ -108,8 +109,9 @@ func main() {
 	flag.StringVar(&cfg.regURL, "registry", "", "docker-registry base URL")
 	flag.StringVar(&regP, "registry-pid", "", "its PID")
 	flag.StringVar(&cfg.regRepo, "registry-repo", "bench/blobs", "repository name used in the registry")
-	flag.StringVar(&cfg.profURL, "prof", "", "side port of bench/asprof: one CPU profile per artifactstore workload")
-	flag.StringVar(&cfg.listProfURL, "list-prof", "", "side port of the bench/asprof serving the large catalog")
+	flag.StringVar(&cfg.profURL, "prof", "", "debug port (serve --debug-addr) of the artifactstore under test: one CPU profile per artifactstore workload")
+	flag.StringVar(&cfg.listProfURL, "list-prof", "", "debug port of the artifactstore serving the large catalog")
+	flag.StringVar(&cfg.profDir, "prof-dir", ".", "where CPU profiles are written, as <workload>.<n>.pprof")
 	flag.StringVar(&cfg.scratch, "scratch", os.TempDir(), "directory for the disk baseline (same file system as the servers)")
 	flag.Float64Var(&cfg.clkTck, "clk-tck", 100, "CLK_TCK of /proc/PID/stat")
 	flag.StringVar(&only, "only", "", "comma-separated phases to run (baseline,ingest,session,download,get4k,small,finalize,list,events); default all")
@@ -479,16 +481,20 @@ func addQuery(u, k, v string) string {
 }
 
 // ---------------------------------------------------------------------------
-// Profiling (bench/asprof): one CPU profile per artifactstore operation.
+// Profiling (serve --debug-addr): one CPU profile per artifactstore
+// operation, written to -prof-dir as <workload>.<n>.pprof.
 
-var profSeq atomic.Int64
+var (
+	profSeq  atomic.Int64
+	profName string // of the running profile; profStart and profStop are called in turn
+)
 
 func profStart(name string) {
 	if cfg.profURL == "" {
 		return
 	}
-	n := fmt.Sprintf("%s.%03d", name, profSeq.Add(1))
-	if _, err := do(req{method: "POST", url: cfg.profURL + "/prof/start?name=" + url.QueryEscape(n)}, 200); err != nil {
+	profName = fmt.Sprintf("%s.%03d", name, profSeq.Add(1))
+	if _, err := do(req{method: "POST", url: cfg.profURL + "/debug/cpuprofile/start"}, 204); err != nil {
 		log.Printf("profile start: %v", err)
 	}
 }
@@ -497,7 +503,12 @@ func profStop() {
 	if cfg.profURL == "" {
 		return
 	}
-	if _, err := do(req{method: "POST", url: cfg.profURL + "/prof/stop"}, 200); err != nil {
+	r, err := do(req{method: "POST", url: cfg.profURL + "/debug/cpuprofile/stop"}, 200)
+	if err != nil {
+		log.Printf("profile stop: %v", err)
+		return
+	}
+	if err := os.WriteFile(filepath.Join(cfg.profDir, profName+".pprof"), r.body, 0o644); err != nil {
 		log.Printf("profile stop: %v", err)
 	}
 }

@@ -29,6 +29,7 @@ type serveConfig struct {
 	anonRead   bool
 	catalog    string
 	blob       string
+	debugAddr  string
 }
 
 func serveCommand(stdout, stderr io.Writer) *ffcli.Command {
@@ -42,6 +43,7 @@ func serveCommand(stdout, stderr io.Writer) *ffcli.Command {
 	fs.BoolVar(&cfg.anonRead, "anon-read", false, "let callers without a token use the read endpoints; development only (ARTIFACTSTORE_ANON_READ)")
 	fs.StringVar(&cfg.catalog, "catalog", "", "PostgreSQL catalog, postgres://user@host:port/db?sslmode=disable (ARTIFACTSTORE_CATALOG; default: SQLite in --data)")
 	fs.StringVar(&cfg.blob, "blob", "", "S3 blob store, s3://bucket?endpoint=http://host:port&region=r, credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (ARTIFACTSTORE_BLOB; default: files in --data)")
+	fs.StringVar(&cfg.debugAddr, "debug-addr", "", "also serve profiles (net/http/pprof, CPU profiles on demand) on this address; off when empty; keep it on loopback (ARTIFACTSTORE_DEBUG_ADDR)")
 	fs.String("config", "", "config file of \"flag value\" lines")
 	return &ffcli.Command{
 		Name:       "serve",
@@ -131,6 +133,17 @@ func serve(ctx context.Context, cfg serveConfig, stdout, stderr io.Writer) error
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	hs.RegisterOnShutdown(srv.Drain)
+	var debugAddr net.Addr
+	if cfg.debugAddr != "" {
+		ds, addr, err := startDebugServer(cfg.debugAddr, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		// Closed when serve returns, after the main server's shutdown.
+		defer ds.Close()
+		debugAddr = addr
+	}
 
 	fmt.Fprintf(stdout, "artifactstore listening on http://%s (%s)\n", ln.Addr(), describeBackends(cfg))
 	switch {
@@ -141,6 +154,9 @@ func serve(ctx context.Context, cfg serveConfig, stdout, stderr io.Writer) error
 	}
 	if cfg.anonRead {
 		fmt.Fprintln(stdout, "WARNING: anonymous reads are on (--anon-read): anyone who can reach the server reads every tenant.")
+	}
+	if debugAddr != nil {
+		fmt.Fprintf(stdout, "WARNING: the debug port is on at http://%s (--debug-addr): it exposes profiles and the command line (--tokens included) to anyone who can reach it.\n", debugAddr)
 	}
 
 	errc := make(chan error, 1)

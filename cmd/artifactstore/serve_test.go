@@ -42,7 +42,9 @@ type serverProc struct {
 	cmd  *exec.Cmd
 	url  string
 	data string
-	out  *bufio.Scanner
+	// lines are the server's stdout lines after the "listening on" one
+	// (the first 64; later ones are dropped).
+	lines chan string
 }
 
 // startServer runs `artifactstore serve` as a child process on a free port.
@@ -75,16 +77,40 @@ func startServerAt(tb testing.TB, data, addr string, extra ...string) *serverPro
 		line := sc.Text()
 		if _, rest, ok := strings.Cut(line, "listening on "); ok {
 			url, _, _ := strings.Cut(rest, " ")
-			p := &serverProc{cmd: cmd, url: url, data: data, out: sc}
+			p := &serverProc{cmd: cmd, url: url, data: data, lines: make(chan string, 64)}
 			go func() {
 				for sc.Scan() {
+					select {
+					case p.lines <- sc.Text():
+					default:
+					}
 				}
+				close(p.lines)
 			}()
 			return p
 		}
 	}
 	tb.Fatal("the server did not say where it listens")
 	return nil
+}
+
+// line waits for the server's stdout line containing s and returns it.
+func (p *serverProc) line(tb testing.TB, s string) string {
+	tb.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case line, ok := <-p.lines:
+			if !ok {
+				tb.Fatalf("the server's output ended without %q", s)
+			}
+			if strings.Contains(line, s) {
+				return line
+			}
+		case <-timeout:
+			tb.Fatalf("the server did not print %q", s)
+		}
+	}
 }
 
 func (p *serverProc) request(tb testing.TB, method, path string, body io.Reader, hdr ...string) *http.Response {
