@@ -8,10 +8,38 @@
 //	dir/uploads/<id>                  resumable upload sessions
 //
 // A staged write goes to a temp file in dir/tmp, which is on the same file
-// system as dir/blobs, so that Commit can fsync it and rename it into place
-// atomically, then fsync the shard directory. A blob is therefore either
+// system as dir/blobs, so that Commit can make it durable and rename it into
+// place atomically, then make the rename durable. A blob is therefore either
 // absent or complete, even after a crash; a crash leaves at most a temp file,
-// which the next Open removes.
+// which the next Open removes. Commit returns only after both steps are
+// durable.
+//
+// How Commit makes them durable depends on the blob's size:
+//
+//   - A blob larger than 1 MiB: fsync of the temp file, close, rename, fsync
+//     of the shard directory dir/blobs/sha256/<2 hex>.
+//   - A smaller one: its two flushes are group syncs. The commit waits for
+//     a round of the store's flusher (the temp file still open), closes the
+//     file, renames it, and waits for another round. A round serves the
+//     commits that queued before it started. With just one it runs that
+//     commit's own fsync (of the temp file, or of the shard directory); with
+//     several it runs one syncfs(2) on a descriptor of dir, which writes back
+//     all the file system's dirty data and metadata (committing the journal,
+//     if it has one) and flushes the disk's cache, and its result, success or
+//     error, is every one's. (Outside Linux, which has no syncfs, every
+//     commit in a round runs its own fsync.)
+//
+// Small blobs are grouped because their cost is the flushes, not the
+// writing: with many concurrent small commits (a CI job uploading thousands
+// of files) one syncfs per round replaces two fsyncs per file. The trade-off:
+// once two or more commits wait together, their round flushes the dirty data
+// of the whole file system, other files of the store (a large blob or an
+// upload being written) and other programs' alike, so they may wait for
+// unrelated writes, and a writeback error anywhere on the file system fails
+// them. Large blobs keep their own fsync, which dominates their commit anyway
+// and would otherwise hold up the small ones' rounds. A failed syncfs also
+// fails the commits that were in flight when it returned, since it may have
+// been their pages' error (see groupsync.go).
 //
 // Uploads.Commit hard-links the staged file into place when the whole staged
 // file is being committed (copying where the file system has no hard links),
@@ -47,6 +75,10 @@ const (
 	writeBufferSize  = 256 << 10 // Writer's bufio size; measured to help multipart uploads
 	appendBufferSize = 1 << 20   // Uploads.Append's copy buffer
 	digestPrefix     = "sha256:"
+
+	// groupSyncMax is the largest staged write whose Commit waits for a
+	// group sync rather than syncing on its own (see the package comment).
+	groupSyncMax = 1 << 20
 )
 
 // Store is a blob.Store in a local directory. It is safe for concurrent use.
@@ -57,6 +89,15 @@ type Store struct {
 	uploads string // dir/uploads
 	lock    *os.File
 	closed  atomic.Bool
+
+	fsDir   *os.File // dir, open for the group syncs' syncfs(2)
+	landing landing  // blobs renamed into place, not yet durably
+	flush   flusher  // group syncs for small commits
+
+	// groupSyncThreshold is the largest staged write that is committed
+	// with group syncs, groupSyncMax; a benchmark sets it to -1 to measure
+	// the per-file path.
+	groupSyncThreshold int64
 }
 
 var (
@@ -71,11 +112,13 @@ var (
 // process left behind in dir/tmp.
 func Open(dir string) (*Store, error) {
 	s := &Store{
-		dir:     dir,
-		blobs:   filepath.Join(dir, "blobs", "sha256"),
-		tmp:     filepath.Join(dir, "tmp"),
-		uploads: filepath.Join(dir, "uploads"),
+		dir:                dir,
+		blobs:              filepath.Join(dir, "blobs", "sha256"),
+		tmp:                filepath.Join(dir, "tmp"),
+		uploads:            filepath.Join(dir, "uploads"),
+		groupSyncThreshold: groupSyncMax,
 	}
+	s.flush.syncAll = s.syncFS
 	for _, d := range []string{s.blobs, s.tmp, s.uploads} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("fsblob: open %s: %w", dir, mapErr(err))
@@ -103,6 +146,12 @@ func Open(dir string) (*Store, error) {
 			lock.Close()
 			return nil, fmt.Errorf("fsblob: open %s: %w", dir, err)
 		}
+	}
+	// Opened after the syncs above: syncfs on it reports the writeback
+	// errors from now on.
+	if s.fsDir, err = os.Open(dir); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("fsblob: open %s: %w", dir, err)
 	}
 	return s, nil
 }
@@ -133,13 +182,18 @@ func (s *Store) removeTemps() error {
 
 // Close releases the directory lock. Readers opened before stay usable;
 // every later call on the store returns blob.ErrClosed, as does a second
-// Close.
+// Close. A Commit that found the store open finishes, syncing on its own if
+// it is still waiting for a group sync.
 func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return blob.ErrClosed
 	}
+	err := s.fsDir.Close()
 	// Closing the descriptor releases the flock.
-	if err := s.lock.Close(); err != nil {
+	if lerr := s.lock.Close(); lerr != nil {
+		err = lerr
+	}
+	if err != nil {
 		return fmt.Errorf("fsblob: close: %w", err)
 	}
 	return nil
@@ -186,7 +240,7 @@ func (s *Store) Create(ctx context.Context) (blob.Writer, error) {
 	}
 	bw := writeBufs.Get().(*bufio.Writer)
 	bw.Reset(f)
-	return &writer{s: s, ctx: ctx, f: f, bw: bw}, nil
+	return &writer{s: s, ctx: ctx, f: f, bw: bw, epoch: s.flush.epoch()}, nil
 }
 
 // writeBufs recycles the writers' buffers: a fresh 256 KiB per small blob
@@ -204,12 +258,14 @@ func (w *writer) release() {
 
 // writer is a staged write. It is not safe for concurrent use.
 type writer struct {
-	s    *Store
-	ctx  context.Context
-	f    *os.File
-	bw   *bufio.Writer
-	done bool // committed, aborted or failed; the temp file is gone or in place
-	err  error
+	s     *Store
+	ctx   context.Context
+	f     *os.File
+	bw    *bufio.Writer
+	n     int64  // bytes written
+	epoch uint64 // s.flush's epoch before the first write
+	done  bool   // committed, aborted or failed; the temp file is gone or in place
+	err   error
 }
 
 func (w *writer) Write(p []byte) (int, error) {
@@ -224,6 +280,7 @@ func (w *writer) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	n, err := w.bw.Write(p)
+	w.n += int64(n)
 	if err != nil {
 		w.err = fmt.Errorf("fsblob: write: %w", mapErr(err))
 		return n, w.err
@@ -233,7 +290,9 @@ func (w *writer) Write(p []byte) (int, error) {
 
 // Commit flushes, syncs and closes the temp file, then either refreshes an
 // existing blob's ModTime or renames the temp file into place and syncs the
-// shard directory. On any failure the temp file is removed.
+// shard directory. A write of at most s.groupSyncThreshold bytes waits for
+// group syncs instead of syncing the file and the directory itself (see the
+// package comment). On any failure the temp file is removed.
 func (w *writer) Commit(digest string) (err error) {
 	if w.done {
 		return errors.New("fsblob: commit after commit or abort")
@@ -268,30 +327,56 @@ func (w *writer) Commit(digest string) (err error) {
 	if err := w.ctx.Err(); err != nil {
 		return err
 	}
-	// Equal content is stored once: when the blob exists (durable since its
-	// own commit), drop the staged copy without paying for its fsync.
-	if ok, err := refresh(target); err != nil {
+	// Equal content is stored once: when the blob exists (durably: see
+	// refresh), drop the staged copy without paying for its fsync.
+	if ok, err := w.s.refresh(target); err != nil {
 		return err
 	} else if ok {
 		closed = true
 		w.f.Close()
 		return os.Remove(name)
 	}
-	if err := w.f.Sync(); err != nil {
+	if w.n > w.s.groupSyncThreshold {
+		// A large blob syncs on its own: its fsync dominates its commit
+		// anyway, and in a group sync the small commits would wait for
+		// its dirty pages.
+		if err := w.f.Sync(); err != nil {
+			return mapErr(err)
+		}
+		closed = true
+		if err := w.f.Close(); err != nil {
+			return mapErr(err)
+		}
+		return w.s.place(name, target)
+	}
+	// The temp file's data and inode: by a group sync, or by its own
+	// fsync when this commit is alone, so the file stays open until then.
+	if err := w.s.flush.wait(w.epoch, w.f.Sync); err != nil {
 		return mapErr(err)
 	}
 	closed = true
 	if err := w.f.Close(); err != nil {
 		return mapErr(err)
 	}
-	return w.s.place(name, target)
+	// Then the rename. An equal blob that landed since the refresh above
+	// is replaced by the same bytes: this commit's own rename is the one
+	// its second wait makes durable.
+	shard := filepath.Dir(target)
+	if err := ensureDir(shard); err != nil {
+		return err
+	}
+	defer w.s.landing.add(target)()
+	if err := os.Rename(name, target); err != nil {
+		return mapErr(err)
+	}
+	return mapErr(w.s.flush.wait(w.epoch, func() error { return syncDir(shard) }))
 }
 
 // place moves the synced temp file tmpName into place as target, or, when
 // target exists, drops tmpName and refreshes target's ModTime. It removes
 // tmpName on failure.
 func (s *Store) place(tmpName, target string) error {
-	if ok, err := refresh(target); err != nil {
+	if ok, err := s.refresh(target); err != nil {
 		os.Remove(tmpName)
 		return err
 	} else if ok {
@@ -305,6 +390,7 @@ func (s *Store) place(tmpName, target string) error {
 		os.Remove(tmpName)
 		return err
 	}
+	defer s.landing.add(target)()
 	if err := os.Rename(tmpName, target); err != nil {
 		os.Remove(tmpName)
 		return mapErr(err)
@@ -312,12 +398,48 @@ func (s *Store) place(tmpName, target string) error {
 	return syncDir(shard)
 }
 
-// refresh sets target's ModTime to now and reports whether target exists.
-func refresh(target string) (bool, error) {
+// landing counts, per target path, the renames (and links) into place whose
+// directory sync has not returned yet: a blob found at such a path is
+// visible but could still vanish in a crash.
+type landing struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+// add records a landing at target until the returned func is called.
+func (l *landing) add(target string) (done func()) {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[string]int{}
+	}
+	l.m[target]++
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		if l.m[target]--; l.m[target] == 0 {
+			delete(l.m, target)
+		}
+		l.mu.Unlock()
+	}
+}
+
+func (l *landing) has(target string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.m[target] > 0
+}
+
+// refresh sets target's ModTime to now and reports whether target exists,
+// durably: a blob another commit has renamed into place but whose directory
+// sync has not returned yet is made durable here before it is reported.
+func (s *Store) refresh(target string) (bool, error) {
 	now := time.Now()
 	err := os.Chtimes(target, now, now)
 	switch {
 	case err == nil:
+		if s.landing.has(target) {
+			return true, syncDir(filepath.Dir(target))
+		}
 		return true, nil
 	case errors.Is(err, fs.ErrNotExist):
 		return false, nil
@@ -672,7 +794,7 @@ func (u *uploads) Commit(ctx context.Context, id string, size int64, digest stri
 	if err != nil {
 		return err
 	}
-	if ok, err := refresh(target); err != nil || ok {
+	if ok, err := s.refresh(target); err != nil || ok {
 		return err
 	}
 	f, err := os.Open(p)
@@ -711,6 +833,7 @@ func (s *Store) link(ctx context.Context, f *os.File, size int64, target string)
 	if err := ensureDir(shard); err != nil {
 		return err
 	}
+	defer s.landing.add(target)()
 	err := os.Link(f.Name(), target)
 	switch {
 	case err == nil || errors.Is(err, fs.ErrExist):
@@ -721,7 +844,7 @@ func (s *Store) link(ctx context.Context, f *os.File, size int64, target string)
 	}
 	// A new link carries the upload's ModTime; an existing blob (a
 	// concurrent commit of equal content) gets refreshed like any re-commit.
-	if _, err := refresh(target); err != nil {
+	if _, err := s.refresh(target); err != nil {
 		return err
 	}
 	return syncDir(shard)
