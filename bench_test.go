@@ -139,6 +139,8 @@ func BenchmarkPutSmallFiles(b *testing.B) {
 			}
 		}
 	})
+	tx, writes := st.cat.Batching()
+	b.ReportMetric(float64(writes)/float64(tx), "writes/tx")
 }
 
 func BenchmarkPutSmallFilesBaseline(b *testing.B) {

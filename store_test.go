@@ -24,6 +24,7 @@ type testStore struct {
 	*artifactstore.Store
 	dir   string
 	blobs *fsblob.Store
+	cat   *sqlite.Catalog
 }
 
 // mustOpen opens a store over fsblob and SQLite in dir (a new temp dir when
@@ -50,7 +51,7 @@ func mustOpen(tb testing.TB, dir string, opts artifactstore.Options) *testStore 
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { st.Close() })
-	return &testStore{Store: st, dir: dir, blobs: blobs}
+	return &testStore{Store: st, dir: dir, blobs: blobs, cat: cat}
 }
 
 func sha(b []byte) string {

@@ -8,38 +8,45 @@
 //	dir/uploads/<id>                  resumable upload sessions
 //
 // A staged write goes to a temp file in dir/tmp, which is on the same file
-// system as dir/blobs, so that Commit can make it durable and rename it into
-// place atomically, then make the rename durable. A blob is therefore either
-// absent or complete, even after a crash; a crash leaves at most a temp file,
-// which the next Open removes. Commit returns only after both steps are
-// durable.
+// system as dir/blobs, so that Commit can rename it into place atomically.
+// Commit returns only once the blob's bytes and its name are durable; a
+// crash leaves at most temp files, which the next Open removes, and, for
+// small blobs, possibly a torn blob (below), which is never trusted.
 //
-// How Commit makes them durable depends on the blob's size:
+// How Commit makes a blob durable depends on its size:
 //
 //   - A blob larger than 1 MiB: fsync of the temp file, close, rename, fsync
-//     of the shard directory dir/blobs/sha256/<2 hex>.
-//   - A smaller one: its two flushes are group syncs. The commit waits for
-//     a round of the store's flusher (the temp file still open), closes the
-//     file, renames it, and waits for another round. A round serves the
-//     commits that queued before it started. With just one it runs that
-//     commit's own fsync (of the temp file, or of the shard directory); with
-//     several it runs one syncfs(2) on a descriptor of dir, which writes back
-//     all the file system's dirty data and metadata (committing the journal,
-//     if it has one) and flushes the disk's cache, and its result, success or
+//     of the shard directory dir/blobs/sha256/<2 hex>. Such a blob is never
+//     in place without its bytes.
+//   - A smaller one is renamed into place first, then made durable, bytes
+//     and name at once, by one round of the store's flusher. A round serves
+//     the commits that queued before it started. With just one it runs that
+//     commit's own fsyncs (the file, then the shard directory); with several
+//     it runs one syncfs(2) on a descriptor of dir, which writes back all
+//     the file system's dirty data and metadata (committing the journal, if
+//     it has one) and flushes the disk's cache, and its result, success or
 //     error, is every one's. (Outside Linux, which has no syncfs, every
-//     commit in a round runs its own fsync.)
+//     commit in a round runs its own fsyncs.) A commit whose round fails
+//     removes the blob's name again.
 //
 // Small blobs are grouped because their cost is the flushes, not the
 // writing: with many concurrent small commits (a CI job uploading thousands
-// of files) one syncfs per round replaces two fsyncs per file. The trade-off:
-// once two or more commits wait together, their round flushes the dirty data
-// of the whole file system, other files of the store (a large blob or an
-// upload being written) and other programs' alike, so they may wait for
-// unrelated writes, and a writeback error anywhere on the file system fails
-// them. Large blobs keep their own fsync, which dominates their commit anyway
-// and would otherwise hold up the small ones' rounds. A failed syncfs also
-// fails the commits that were in flight when it returned, since it may have
-// been their pages' error (see groupsync.go).
+// of files) one syncfs per round replaces two fsyncs per file, and renaming
+// first halves the waits. The price of renaming first: a crash before the
+// round can leave a small blob's name on disk without its bytes. Nothing
+// refers to such a blob (Commit had not returned), and the only way to
+// adopt a blob without writing it, the shortcut for content already stored,
+// verifies a small blob's bytes against its name first (see refresh); a
+// torn one is removed and written again, and the garbage collector removes
+// the rest like any unreferenced blob. The trade-off of grouping: once two or
+// more commits wait together, their round flushes the dirty data of the
+// whole file system, other files of the store (a large blob or an upload
+// being written) and other programs' alike, so they may wait for unrelated
+// writes, and a writeback error anywhere on the file system fails them.
+// Large blobs keep their own fsync, which dominates their commit anyway and
+// would otherwise hold up the small ones' rounds. A failed syncfs also fails
+// the commits that were in flight when it returned, since it may have been
+// their pages' error (see groupsync.go).
 //
 // Uploads.Commit hard-links the staged file into place when the whole staged
 // file is being committed (copying where the file system has no hard links),
@@ -55,6 +62,8 @@ package fsblob
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -349,18 +358,15 @@ func (w *writer) Commit(digest string) (err error) {
 		}
 		return w.s.place(name, target)
 	}
-	// The temp file's data and inode: by a group sync, or by its own
-	// fsync when this commit is alone, so the file stays open until then.
-	if err := w.s.flush.wait(w.epoch, w.f.Sync); err != nil {
-		return mapErr(err)
-	}
-	closed = true
-	if err := w.f.Close(); err != nil {
-		return mapErr(err)
-	}
-	// Then the rename. An equal blob that landed since the refresh above
-	// is replaced by the same bytes: this commit's own rename is the one
-	// its second wait makes durable.
+	// A small blob is renamed into place first and made durable, data and
+	// name together, by one wait: a group sync, or, when this commit is
+	// alone, its own fsyncs of the file and the shard directory (so the
+	// file stays open until then). Until that returns, the blob is visible
+	// but not durable: a crash can leave its name without its bytes, which
+	// is why a blob found in place is verified before it is trusted (see
+	// refresh). An equal blob that landed since the refresh above is
+	// replaced by the same bytes: this commit's own rename is the one its
+	// wait makes durable.
 	shard := filepath.Dir(target)
 	if err := ensureDir(shard); err != nil {
 		return err
@@ -369,7 +375,25 @@ func (w *writer) Commit(digest string) (err error) {
 	if err := os.Rename(name, target); err != nil {
 		return mapErr(err)
 	}
-	return mapErr(w.s.flush.wait(w.epoch, func() error { return syncDir(shard) }))
+	f := w.f
+	closed = true // the deferred cleanup must not remove the blob's new name
+	err = w.s.flush.wait(w.epoch, func() error {
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		return syncDir(shard)
+	})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		// Not durable, perhaps not even on disk (a failed writeback leaves
+		// clean pages behind): the name must go, or a later commit of equal
+		// content would trust it.
+		os.Remove(target)
+		return mapErr(err)
+	}
+	return nil
 }
 
 // place moves the synced temp file tmpName into place as target, or, when
@@ -430,22 +454,66 @@ func (l *landing) has(target string) bool {
 }
 
 // refresh sets target's ModTime to now and reports whether target exists,
-// durably: a blob another commit has renamed into place but whose directory
-// sync has not returned yet is made durable here before it is reported.
+// durably and whole. A blob another commit has renamed into place but not
+// yet made durable is made durable here (with the flusher) before it is
+// reported. A small blob is verified against its name first: small blobs
+// are renamed into place before they are durable (see Commit), so after a
+// crash one may be there without its bytes; such a blob is removed and
+// reported absent, to be written again.
 func (s *Store) refresh(target string) (bool, error) {
 	now := time.Now()
 	err := os.Chtimes(target, now, now)
 	switch {
-	case err == nil:
-		if s.landing.has(target) {
-			return true, syncDir(filepath.Dir(target))
-		}
-		return true, nil
 	case errors.Is(err, fs.ErrNotExist):
 		return false, nil
-	default:
+	case err != nil:
 		return false, mapErr(err)
 	}
+	if s.landing.has(target) {
+		err := s.flush.wait(s.flush.epoch(), func() error {
+			f, err := os.Open(target)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if err := f.Sync(); err != nil {
+				return err
+			}
+			return syncDir(filepath.Dir(target))
+		})
+		return err == nil, mapErr(err)
+	}
+	ok, err := verify(target, s.groupSyncThreshold)
+	if err != nil || ok {
+		return ok, err
+	}
+	if err := os.Remove(target); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, mapErr(err)
+	}
+	return false, nil
+}
+
+// verify reports whether the blob at target, when it is no larger than max,
+// hashes to its name; larger blobs are durable before they are renamed into
+// place and are not read.
+func verify(target string, max int64) (bool, error) {
+	f, err := os.Open(target)
+	if err != nil {
+		return false, mapErr(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false, mapErr(err)
+	}
+	if fi.Size() > max {
+		return true, nil
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return false, mapErr(err)
+	}
+	return hex.EncodeToString(h.Sum(nil)) == filepath.Base(target), nil
 }
 
 // ensureDir creates a shard directory if needed, syncing its parent when it

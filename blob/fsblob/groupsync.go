@@ -7,9 +7,9 @@ import (
 	"sync/atomic"
 )
 
-// Group durability. A small blob's Commit is dominated by its two flushes
-// (the temp file, then the rename in the shard directory): an fsync costs
-// far more CPU than writing a few KiB. So commits that need a flush at the
+// Group durability. A small blob's Commit is dominated by its flushes (the
+// blob's bytes, and its name in the shard directory): an fsync costs far
+// more CPU than writing a few KiB. So commits that need a flush at the
 // same time wait for one: a flusher takes every waiter queued so far as a
 // round and makes all of them durable with a single syncfs(2) of the store's
 // file system. Nothing is acknowledged before the round that serves it has

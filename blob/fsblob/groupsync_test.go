@@ -8,14 +8,18 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/artifactstore/artifactstore/blob"
 )
 
 // The flusher tests run in a synctest bubble: synctest.Wait returns once
@@ -333,15 +337,100 @@ func TestCommitLargeSyncsAlone(t *testing.T) {
 		t.Errorf("a blob over groupSyncMax went through %d flusher rounds, want 0", r)
 	}
 	d := put(t, s, bytes.Repeat([]byte{2}, groupSyncMax))
-	// A lone small commit: one round for the temp file, one for the rename.
-	if r, w := s.flush.rounds.Load(), s.flush.waiters.Load(); r != 2 || w != 2 {
-		t.Errorf("a blob of groupSyncMax bytes: %d waits in %d rounds, want 2 in 2", w, r)
+	// A lone small commit: one round, for its bytes and its name at once.
+	if r, w := s.flush.rounds.Load(), s.flush.waiters.Load(); r != 1 || w != 1 {
+		t.Errorf("a blob of groupSyncMax bytes: %d waits in %d rounds, want 1 in 1", w, r)
 	}
-	// Equal content is refreshed without a sync.
+	// Equal content is verified and refreshed without a sync.
 	put(t, s, bytes.Repeat([]byte{2}, groupSyncMax))
-	if r := s.flush.rounds.Load(); r != 2 {
-		t.Errorf("recommitting %s: %d rounds in all, want still 2", d, r)
+	if r := s.flush.rounds.Load(); r != 1 {
+		t.Errorf("recommitting %s: %d rounds in all, want still 1", d, r)
 	}
+}
+
+// A small blob's name can reach the disk before its bytes (it is renamed
+// into place before the sync that makes both durable), so a crash can leave
+// a torn blob in place. A later commit of that content must not trust it.
+func TestTornSmallBlobIsReplaced(t *testing.T) {
+	for _, torn := range [][]byte{nil, []byte("half"), bytes.Repeat([]byte{0}, 4096)} {
+		dir := t.TempDir()
+		s := mustOpen(t, dir)
+		data := bytes.Repeat([]byte("blob"), 1024)
+		d := digestOf(data)
+		target, err := s.path(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Dir(target), 0o755)
+		if err := os.WriteFile(target, torn, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		put(t, s, data)
+		if got, err := os.ReadFile(target); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("torn blob of %d bytes: after a commit of its content the blob holds %d bytes (%v), want %d", len(torn), len(got), err, len(data))
+		}
+
+		// Through an upload session, which links rather than renames.
+		if err := os.WriteFile(target, torn, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		u := s.Uploads()
+		id := "01JDX0000000000000000000AB"
+		if _, err := u.Append(t.Context(), id, 0, bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+		if err := u.Commit(t.Context(), id, int64(len(data)), d); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := os.ReadFile(target); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("torn blob of %d bytes: after an upload of its content the blob holds %d bytes (%v), want %d", len(torn), len(got), err, len(data))
+		}
+	}
+}
+
+// A group sync that fails leaves no name behind for the commits it served:
+// their bytes may never have reached the disk.
+func TestFailedRoundRemovesBlobs(t *testing.T) {
+	s := mustOpen(t, t.TempDir())
+	s.flush.syncAll = func() error { return errors.New("injected writeback error") }
+	hold := make(chan struct{})
+	held := waitAsync(&s.flush, s.flush.epoch(), func() error { <-hold; return nil })
+	for queued(&s.flush) > 0 || s.flush.rounds.Load() == 0 && !flusherBusy(&s.flush) {
+		runtime.Gosched()
+	}
+	datas := [][]byte{[]byte("first small blob"), []byte("second small blob")}
+	errs := make(chan error, len(datas))
+	for _, data := range datas {
+		go func() {
+			w, err := s.Create(t.Context())
+			if err == nil {
+				w.Write(data)
+				err = w.Commit(digestOf(data))
+			}
+			errs <- err
+		}()
+	}
+	for queued(&s.flush) < len(datas) {
+		runtime.Gosched()
+	}
+	close(hold)
+	<-held
+	for range datas {
+		if err := <-errs; err == nil || !strings.Contains(err.Error(), "injected") {
+			t.Errorf("a commit in the failed round: %v, want the injected error", err)
+		}
+	}
+	for _, data := range datas {
+		if _, err := s.Stat(t.Context(), digestOf(data)); !errors.Is(err, blob.ErrNotFound) {
+			t.Errorf("blob %q after its failed round: Stat %v, want not found", data, err)
+		}
+	}
+}
+
+func flusherBusy(f *flusher) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.running
 }
 
 // BenchmarkCommitSmallParallel commits 4 KiB blobs of distinct content from

@@ -41,6 +41,7 @@ type group struct {
 	running bool
 
 	batches atomic.Uint64 // transactions run, for tests
+	writes  atomic.Uint64 // writes run, for tests
 }
 
 // groupWrite is one queued write and where its result goes.
@@ -111,6 +112,7 @@ func (g *group) runNext() bool {
 // run executes batch in one transaction and delivers every result.
 func (g *group) run(batch []*groupWrite) {
 	g.batches.Add(1)
+	g.writes.Add(uint64(len(batch)))
 	results := make([]groupResult, len(batch))
 	defer func() {
 		for i, w := range batch {

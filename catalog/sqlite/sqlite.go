@@ -182,6 +182,12 @@ func (c *Catalog) migrate(ctx context.Context, name string) error {
 	return tx.Commit()
 }
 
+// Batching reports how many write transactions the catalog has committed
+// and how many writes they carried (see groupcommit.go).
+func (c *Catalog) Batching() (transactions, writes uint64) {
+	return c.group.batches.Load(), c.group.writes.Load()
+}
+
 // Close closes the database. Later calls return catalog.ErrClosed.
 func (c *Catalog) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
