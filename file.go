@@ -75,7 +75,9 @@ func (s *Store) PutFile(ctx context.Context, tenant, packageID, path string, r i
 	if err != nil {
 		return File{}, err
 	}
-	return s.AddFile(ctx, tenant, packageID, path, c, o)
+	// The content was committed a moment ago: it is fresh, so no cleanup
+	// can have taken it (see recordStaged).
+	return s.recordStaged(ctx, op, tenant, packageID, path, c, o.MediaType, false)
 }
 
 // Content is durable, digest-addressed bytes not yet part of any file: what
@@ -165,15 +167,24 @@ func (s *Store) AddFile(ctx context.Context, tenant, packageID, path string, c C
 	if o.Digest != "" && o.Digest != c.Digest {
 		return File{}, mismatch(op, o.Digest, c.Digest)
 	}
+	return s.recordStaged(ctx, op, tenant, packageID, path, c, o.MediaType, true)
+}
+
+// recordStaged records staged content c as a file. Cleanup removes
+// unreferenced blobs only once they are older than OrphanGrace, and not
+// while this holds s.gc; content staged long ago (check) is looked for
+// first, so that a file is never recorded without its bytes.
+func (s *Store) recordStaged(ctx context.Context, op, tenant, packageID, path string, c Content, mediaType string, check bool) (File, error) {
 	s.gc.RLock()
 	defer s.gc.RUnlock()
-	// The content must still be there: never record a file without bytes.
-	if info, err := s.blobs.Stat(ctx, c.Digest); err != nil || info.Size != c.Size {
-		return File{}, errorf(op, Invalid, "the staged content %s is gone; send it again", c.Digest)
+	if check {
+		if info, err := s.blobs.Stat(ctx, c.Digest); err != nil || info.Size != c.Size {
+			return File{}, errorf(op, Invalid, "the staged content %s is gone; send it again", c.Digest)
+		}
 	}
 	return s.addFile(ctx, op, func(f catalog.File, ev catalog.NewEvent) (catalog.File, error) {
 		return s.cat.AddFile(ctx, f, ev)
-	}, tenant, packageID, path, c.Size, c.Digest, o.MediaType)
+	}, tenant, packageID, path, c.Size, c.Digest, mediaType)
 }
 
 // checkNewFile validates the arguments shared by PutFile and
