@@ -114,7 +114,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout, stderr io.Writer) error
 		return err
 	}
 	defer st.Close()
-	srv, err := httpserver.New(st, httpserver.Config{Tokens: tokens, AnonRead: cfg.anonRead, Logger: log})
+	srv, err := httpserver.New(st, httpserver.Config{Tokens: tokens, AnonRead: cfg.anonRead, Logger: log, AccessLog: logw})
 	if err != nil {
 		return err
 	}
