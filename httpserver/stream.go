@@ -272,6 +272,12 @@ func (s *Server) serveFile(ctx context.Context, w http.ResponseWriter, method, f
 	var src io.Reader = rd
 	if u, ok := rd.(interface{ File() *os.File }); ok {
 		src = u.File() // a bare *os.File keeps the sendfile path
+		// With the header sent first, net/http goes straight to sendfile
+		// instead of reading the first 512 bytes (to sniff a Content-Type
+		// we have set) and writing them with the header: a syscall less.
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
 	}
 	if _, err := io.Copy(w, io.LimitReader(src, length)); err != nil {
 		panic(http.ErrAbortHandler)
