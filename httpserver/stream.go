@@ -28,6 +28,13 @@ const maxFormField = 4096
 // rate) so small uploads do not pay for a fresh one each.
 var readBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 1<<20) }}
 
+// smallReadBufs serve bodies known to be small (Content-Length up to their
+// size): a megabyte each for thousands of concurrent small files would be
+// most of the server's memory.
+var smallReadBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, smallBody) }}
+
+const smallBody = 64 << 10
+
 // putFile is POST /packages/{id}/files, multipart/form-data with the fields
 // path, file and optionally media_type and digest, in any order. It streams:
 // the file part's bytes go to the store as they arrive (a 1 MiB read buffer
@@ -62,11 +69,15 @@ func (s *Server) putMultipart(r *http.Request, tenant, packageID string) (artifa
 	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
 		return artifactstore.File{}, malformed("the body must be multipart/form-data with the fields path and file")
 	}
-	br := readBufs.Get().(*bufio.Reader)
+	pool := &readBufs
+	if r.ContentLength >= 0 && r.ContentLength <= smallBody {
+		pool = &smallReadBufs
+	}
+	br := pool.Get().(*bufio.Reader)
 	br.Reset(r.Body)
 	defer func() {
 		br.Reset(nil)
-		readBufs.Put(br)
+		pool.Put(br)
 	}()
 	mr := multipart.NewReader(br, params["boundary"])
 	fields := map[string]string{}
