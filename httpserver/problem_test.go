@@ -38,19 +38,19 @@ func TestProblemForHidesInternalDetail(t *testing.T) {
 }
 
 func TestRecoverTurnsPanicsIntoProblems(t *testing.T) {
-	s := &Server{log: slog.New(slog.DiscardHandler)}
-	h := s.recover(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") }))
+	s := &Server{log: slog.New(slog.DiscardHandler), mux: http.NewServeMux()}
+	s.mux.HandleFunc("/panics", func(http.ResponseWriter, *http.Request) { panic("boom") })
+	s.mux.HandleFunc("/abort", func(http.ResponseWriter, *http.Request) { panic(http.ErrAbortHandler) })
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest("GET", "/x", nil))
+	s.ServeHTTP(rec, httptest.NewRequest("GET", "/panics", nil))
 	if rec.Code != 500 || rec.Header().Get("Content-Type") != "application/problem+json" || strings.Contains(rec.Body.String(), "boom") {
 		t.Errorf("panic answered %d %q %s", rec.Code, rec.Header().Get("Content-Type"), rec.Body)
 	}
 	// http.ErrAbortHandler still aborts the connection.
-	abort := s.recover(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic(http.ErrAbortHandler) }))
 	defer func() {
 		if recover() != http.ErrAbortHandler {
 			t.Error("ErrAbortHandler was swallowed")
 		}
 	}()
-	abort.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/x", nil))
+	s.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/abort", nil))
 }

@@ -58,13 +58,13 @@ type Config struct {
 
 // Server is an http.Handler serving the artifactstore API over a Store.
 type Server struct {
-	st      *artifactstore.Store
-	cfg     Config
-	log     *slog.Logger
-	tokens  []tokenEntry
-	api     *oas.Server
-	spec    []byte // the spec as JSON
-	handler http.Handler
+	st     *artifactstore.Store
+	cfg    Config
+	log    *slog.Logger
+	tokens []tokenEntry
+	api    *oas.Server
+	spec   []byte // the spec as JSON
+	mux    *http.ServeMux
 
 	drain     chan struct{} // closed by Drain
 	drainOnce sync.Once
@@ -142,12 +142,9 @@ func New(st *artifactstore.Store, cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /files/{file_id}/download", s.download)
 	mux.HandleFunc("HEAD /files/{file_id}/download", s.download)
 	mux.Handle("/", s.api)
-	s.handler = s.recover(s.accessLog(s.limits(mux)))
+	s.mux = mux
 	return s, nil
 }
-
-// ServeHTTP serves the API.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 func specJSON() ([]byte, error) {
 	var v any
@@ -162,10 +159,12 @@ func (s *Server) serveSpec(w http.ResponseWriter, r *http.Request) {
 	w.Write(s.spec)
 }
 
-// reqInfo is what the middleware and authentication learn of a request,
-// handed down the handler chain as one context value (one allocation, one
-// Request copy).
+// reqInfo is what ServeHTTP and authentication learn of a request. It is
+// also the request's context (answering infoKey with itself) and holds the
+// access log's writer wrapper: one allocation for all three.
 type reqInfo struct {
+	context.Context
+	sw       statusWriter
 	w        http.ResponseWriter // for the handlers ogen gives no writer (problem headers, ETags)
 	instance string              // the request path, the instance of its problems
 	tenant   string              // set once a bearer token is checked
@@ -173,8 +172,15 @@ type reqInfo struct {
 
 type infoKey struct{}
 
-// infoOf returns the request's reqInfo; an empty one if the middleware did
-// not run.
+func (i *reqInfo) Value(key any) any {
+	if _, ok := key.(infoKey); ok {
+		return i
+	}
+	return i.Context.Value(key)
+}
+
+// infoOf returns the request's reqInfo; an empty one if ServeHTTP did not
+// make the context.
 func infoOf(ctx context.Context) *reqInfo {
 	if i, ok := ctx.Value(infoKey{}).(*reqInfo); ok {
 		return i
@@ -188,7 +194,7 @@ func withTenant(ctx context.Context, tenant string) context.Context {
 		i.tenant = tenant
 		return ctx
 	}
-	return context.WithValue(ctx, infoKey{}, &reqInfo{tenant: tenant})
+	return &reqInfo{Context: ctx, tenant: tenant}
 }
 
 // authenticate returns the tenant of the request's bearer token: ("", nil)
@@ -296,45 +302,78 @@ func classify(err error) error {
 	return err
 }
 
-// limits caps JSON bodies, lifts the server's write deadline on the routes
-// that stream for long (downloads, uploads, event long-polls), and keeps the
-// ResponseWriter where the error hook can set headers.
-func (s *Server) limits(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// A copy first: the server's own Request must keep its body, which
-		// it inspects to decide whether the connection can be reused.
-		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, &reqInfo{w: w, instance: r.URL.Path}))
-		if r.Method == http.MethodPatch && strings.HasPrefix(r.URL.Path, "/uploads/") {
-			// An append's body is raw bytes whatever it is labelled: tus
-			// clients send application/offset+octet-stream, curl
-			// --data-binary a form type.
-			r.Header.Set("Content-Type", "application/octet-stream")
+// ServeHTTP serves the API. Around the routes it turns panics into
+// problems, gives each request an id (X-Request-Id, kept when the client
+// sent a sane one) and writes one access-log line (tokens are never
+// logged), caps JSON bodies, lifts the server's deadlines on the routes that
+// stream for long (downloads, uploads, event long-polls), and keeps the
+// ResponseWriter where the error hook can set headers. One function, not a
+// chain of middleware: it runs on every request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer s.recoverPanic(w, r)
+	start := time.Now()
+	id := r.Header.Get("X-Request-Id")
+	if id == "" || len(id) > 64 || strings.ContainsFunc(id, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
+		id = s.nextRequestID()
+	}
+	w.Header()["X-Request-Id"] = []string{id}
+	info := &reqInfo{Context: r.Context(), instance: r.URL.Path}
+	info.sw.ResponseWriter = w
+	info.w = &info.sw
+	// A copy: the server's own Request must keep its body, which it
+	// inspects to decide whether the connection can be reused.
+	r = r.WithContext(info)
+	if r.Method == http.MethodPatch && strings.HasPrefix(r.URL.Path, "/uploads/") {
+		// An append's body is raw bytes whatever it is labelled: tus
+		// clients send application/offset+octet-stream, curl
+		// --data-binary a form type.
+		r.Header.Set("Content-Type", "application/octet-stream")
+	}
+	if streams(r) {
+		rc := http.NewResponseController(w)
+		rc.SetWriteDeadline(time.Time{})
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			rc.SetReadDeadline(time.Time{}) // an upload's body
 		}
-		if streams(r) {
-			rc := http.NewResponseController(w)
-			rc.SetWriteDeadline(time.Time{})
-			rc.SetReadDeadline(time.Time{})
-		} else if r.Body != nil {
-			r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxJSONBody)
-		}
-		next.ServeHTTP(w, r)
-	})
+	} else if isDownload(r) {
+		// serveFile lifts the write deadline once it knows the answer is
+		// long (liftDownloadDeadline).
+	} else if r.Body != nil {
+		r.Body = http.MaxBytesReader(info.w, r.Body, s.cfg.MaxJSONBody)
+	}
+	s.mux.ServeHTTP(info.w, r)
+	if s.cfg.AccessLog != nil {
+		writeAccessLine(s.cfg.AccessLog, start, id, r.Method, r.URL.Path, info.sw.status, info.sw.bytes)
+		return
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		slog.String("id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		slog.Int("status", info.sw.status), slog.Int64("bytes", info.sw.bytes), slog.Duration("took", time.Since(start)))
 }
 
-// streams reports the requests whose bodies or answers are file content or
-// long-polls.
+// streams reports the requests whose bodies are file content, or whose
+// answers are long-polls (downloads: see liftDownloadDeadline).
 func streams(r *http.Request) bool {
 	p := r.URL.Path
 	switch {
 	case r.Method == http.MethodPatch && strings.HasPrefix(p, "/uploads/"):
 	case r.Method == http.MethodPost && strings.HasPrefix(p, "/packages/") && strings.HasSuffix(p, "/files"):
-	case strings.HasPrefix(p, "/files/") && strings.HasSuffix(p, "/download"):
 	case p == "/events":
 	default:
 		return false
 	}
 	return true
 }
+
+func isDownload(r *http.Request) bool {
+	return strings.HasPrefix(r.URL.Path, "/files/") && strings.HasSuffix(r.URL.Path, "/download")
+}
+
+// liftDownloadDeadline is the size of a download from which its write
+// deadline is lifted: a smaller answer has the server's WriteTimeout (a
+// minute) to reach even a very slow client, and a deadline change per
+// request costs more than the check.
+const liftDownloadDeadline = 64 << 10
 
 // statusWriter records the status and size of a response for the access log.
 type statusWriter struct {
@@ -393,43 +432,16 @@ func (s *Server) nextRequestID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// accessLog gives each request an id (X-Request-Id, kept when the client
-// sent a sane one) and logs one line per request. Tokens are never logged.
-func (s *Server) accessLog(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		id := r.Header.Get("X-Request-Id")
-		if id == "" || len(id) > 64 || strings.ContainsFunc(id, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
-			id = s.nextRequestID()
-		}
-		w.Header().Set("X-Request-Id", id)
-		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r)
-		if s.cfg.AccessLog != nil {
-			writeAccessLine(s.cfg.AccessLog, start, id, r.Method, r.URL.Path, sw.status, sw.bytes)
-			return
-		}
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
-			slog.String("id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
-			slog.Int("status", sw.status), slog.Int64("bytes", sw.bytes), slog.Duration("took", time.Since(start)))
-	})
-}
-
-// recover turns a panic into a 500 problem (or, once the response has
-// started, an aborted connection).
-func (s *Server) recover(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		defer func() {
-			v := recover()
-			if v == nil {
-				return
-			}
-			if v == http.ErrAbortHandler {
-				panic(v)
-			}
-			s.log.ErrorContext(r.Context(), "panic", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v))
-			s.problem(w, r, &artifactstore.Error{Kind: artifactstore.Internal, Err: fmt.Errorf("panic: %v", v)})
-		}()
-		next.ServeHTTP(w, r)
-	})
+// recoverPanic, deferred, turns a panic into a 500 problem (or, once the
+// response has started, an aborted connection).
+func (s *Server) recoverPanic(w http.ResponseWriter, r *http.Request) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if v == http.ErrAbortHandler {
+		panic(v)
+	}
+	s.log.ErrorContext(r.Context(), "panic", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v))
+	s.problem(w, r, &artifactstore.Error{Kind: artifactstore.Internal, Err: fmt.Errorf("panic: %v", v)})
 }

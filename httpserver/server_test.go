@@ -316,3 +316,53 @@ func TestInterruptedAppendKeepsBytes(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A download that takes longer than the server's WriteTimeout (a slow
+// client, a large file) is not cut off: the route lifts its write deadline.
+func TestSlowDownloadOutlivesWriteTimeout(t *testing.T) {
+	blobs, cat := testbackend.Open(t)
+	st, err := artifactstore.Open(context.Background(), artifactstore.Options{Blobs: blobs, Catalog: cat, CleanupInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv, err := httpserver.New(st, httpserver.Config{Tokens: map[string]string{tokenAcme: "acme"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hts := httptest.NewUnstartedServer(srv)
+	hts.Config.WriteTimeout = 200 * time.Millisecond
+	hts.Start()
+	defer hts.Close()
+	ts := &testServer{Server: hts, st: st}
+	pkg := ts.createPackage(t, tokenAcme)
+	data := bytes.Repeat([]byte("slow download "), 32<<20/14)
+	f, err := st.PutFile(context.Background(), "acme", pkg, "big.bin", bytes.NewReader(data), artifactstore.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", hts.URL+"/files/"+f.ID+"/download", nil)
+	req.Header.Set("Authorization", "Bearer "+tokenAcme)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	start := time.Now()
+	buf := make([]byte, 64<<10)
+	n := 0
+	for {
+		m, err := res.Body.Read(buf)
+		n += m
+		if err != nil {
+			if err != io.EOF {
+				t.Fatalf("after %d of %d bytes and %v: %v", n, len(data), time.Since(start), err)
+			}
+			break
+		}
+		time.Sleep(2 * time.Millisecond) // about 32 MiB/s
+	}
+	if n != len(data) || time.Since(start) < 2*hts.Config.WriteTimeout {
+		t.Fatalf("read %d of %d bytes in %v; the test needs a download slower than the %v WriteTimeout", n, len(data), time.Since(start), hts.Config.WriteTimeout)
+	}
+}

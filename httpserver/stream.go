@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/artifactstore/artifactstore"
 )
@@ -279,6 +280,9 @@ func (s *Server) serveFile(ctx context.Context, w http.ResponseWriter, method, f
 	w.WriteHeader(status)
 	if method == http.MethodHead || length == 0 {
 		return nil
+	}
+	if length > liftDownloadDeadline {
+		http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	}
 	var src io.Reader = rd
 	if u, ok := rd.(interface{ File() *os.File }); ok {
