@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -71,6 +72,11 @@ func (g *group) do(ctx context.Context, fn txFunc) error {
 	g.running = true
 	g.mu.Unlock()
 	if lead {
+		// Writers tend to arrive together (woken by one blob sync round):
+		// letting them queue before the first batch starts makes it
+		// larger and the commits fewer (2.0 → 2.7–3.0 writes per
+		// transaction from 8 writers, BenchmarkPutSmallFiles).
+		runtime.Gosched()
 		if g.runNext() {
 			go g.drain()
 		}
