@@ -100,6 +100,7 @@ type Store struct {
 	closed  atomic.Bool
 
 	fsDir   *os.File // dir, open for the group syncs' syncfs(2)
+	shards  sync.Map // shard directories known to exist (see ensureShard)
 	landing landing  // blobs renamed into place, not yet durably
 	flush   flusher  // group syncs for small commits
 
@@ -368,12 +369,9 @@ func (w *writer) Commit(digest string) (err error) {
 	// replaced by the same bytes: this commit's own rename is the one its
 	// wait makes durable.
 	shard := filepath.Dir(target)
-	if err := ensureDir(shard); err != nil {
-		return err
-	}
 	defer w.s.landing.add(target)()
-	if err := os.Rename(name, target); err != nil {
-		return mapErr(err)
+	if err := w.s.renameInto(name, target); err != nil {
+		return err
 	}
 	f := w.f
 	closed = true // the deferred cleanup must not remove the blob's new name
@@ -410,14 +408,10 @@ func (s *Store) place(tmpName, target string) error {
 		return nil
 	}
 	shard := filepath.Dir(target)
-	if err := ensureDir(shard); err != nil {
+	defer s.landing.add(target)()
+	if err := s.renameInto(tmpName, target); err != nil {
 		os.Remove(tmpName)
 		return err
-	}
-	defer s.landing.add(target)()
-	if err := os.Rename(tmpName, target); err != nil {
-		os.Remove(tmpName)
-		return mapErr(err)
 	}
 	return syncDir(shard)
 }
@@ -528,6 +522,42 @@ func ensureDir(dir string) error {
 	default:
 		return mapErr(err)
 	}
+}
+
+// renameInto renames name to target, creating target's shard directory if
+// needed.
+func (s *Store) renameInto(name, target string) error {
+	shard := filepath.Dir(target)
+	if err := s.ensureShard(shard); err != nil {
+		return err
+	}
+	err := os.Rename(name, target)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The shard vanished since it was seen (or the source did: then
+		// the retry fails the same way).
+		s.shards.Delete(shard)
+		if err := s.ensureShard(shard); err != nil {
+			return err
+		}
+		err = os.Rename(name, target)
+	}
+	return mapErr(err)
+}
+
+// ensureShard is ensureDir for a shard directory, remembering the shards
+// known to exist: the store never removes one, and a mkdir that fails with
+// EEXIST on every commit cost a syscall per blob. Should one vanish anyway
+// (removed by hand), the rename into it fails and forget lets the retry
+// create it again.
+func (s *Store) ensureShard(dir string) error {
+	if _, ok := s.shards.Load(dir); ok {
+		return nil
+	}
+	if err := ensureDir(dir); err != nil {
+		return err
+	}
+	s.shards.Store(dir, struct{}{})
+	return nil
 }
 
 func (w *writer) Abort() error {
@@ -898,7 +928,7 @@ func (s *Store) link(ctx context.Context, f *os.File, size int64, target string)
 		return err
 	}
 	shard := filepath.Dir(target)
-	if err := ensureDir(shard); err != nil {
+	if err := s.ensureShard(shard); err != nil {
 		return err
 	}
 	defer s.landing.add(target)()

@@ -521,3 +521,32 @@ func TestLandingCounts(t *testing.T) {
 		t.Errorf("after both: has %v, %d entries", l.has("a"), len(l.m))
 	}
 }
+
+// The store remembers the shard directories it has seen; one removed by
+// hand is created again, for small and large blobs alike.
+func TestShardRemovedByHand(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir)
+	for _, data := range [][]byte{[]byte("small blob in a shard"), bytes.Repeat([]byte{7}, groupSyncMax+1)} {
+		d := put(t, s, data)
+		target, _ := s.path(d)
+		if err := os.RemoveAll(filepath.Dir(target)); err != nil {
+			t.Fatal(err)
+		}
+		// Other content for the same shard: find some.
+		var other []byte
+		for i := 0; ; i++ {
+			c := append(slices.Clone(data), byte(i), byte(i>>8))
+			if p, _ := s.path(digestOf(c)); filepath.Dir(p) == filepath.Dir(target) {
+				other = c
+				break
+			}
+		}
+		od := put(t, s, other)
+		got, err := s.Open(t.Context(), od)
+		if err != nil {
+			t.Fatalf("after its shard was removed: %v", err)
+		}
+		got.Close()
+	}
+}
