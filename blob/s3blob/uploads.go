@@ -159,19 +159,11 @@ func (u *uploads) Append(ctx context.Context, id string, offset int64, r io.Read
 		return 0, err
 	}
 
-	f, err := os.CreateTemp("", "s3blob-append-*")
+	f, done, err := spoolFile()
 	if err != nil {
 		return 0, err
 	}
-	// Unlinked at once where the OS allows it (the descriptor keeps the
-	// bytes): a process killed mid-append leaves no spool file behind.
-	unlinked := os.Remove(f.Name()) == nil
-	defer func() {
-		f.Close()
-		if !unlinked {
-			os.Remove(f.Name())
-		}
-	}()
+	defer done()
 	n, rerr := spool(ctx, f, r)
 	var serr *spoolError
 	if errors.As(rerr, &serr) {
@@ -424,4 +416,22 @@ func (u *uploads) All(ctx context.Context) iter.Seq2[string, error] {
 			}
 		}
 	}
+}
+
+// spoolFile opens the file an append is spooled to, and done closes it. It
+// has no name where the OS allows (O_TMPFILE), or loses it at once (the
+// descriptor keeps the bytes), so a process killed mid-append leaves no
+// spool file behind; only where neither works does done remove it.
+func spoolFile() (f *os.File, done func(), err error) {
+	if f, ok := openUnnamed(os.TempDir()); ok {
+		return f, func() { f.Close() }, nil
+	}
+	f, err = os.CreateTemp("", "s3blob-append-*")
+	if err != nil {
+		return nil, nil, err
+	}
+	if os.Remove(f.Name()) == nil {
+		return f, func() { f.Close() }, nil
+	}
+	return f, func() { f.Close(); os.Remove(f.Name()) }, nil
 }
