@@ -374,7 +374,7 @@ func (w *writer) Commit(digest string) (err error) {
 		return err
 	}
 	f := w.f
-	closed = true // the deferred cleanup must not remove the blob's new name
+	closed = true // f is closed below, not by the deferred cleanup
 	err = w.s.flush.wait(w.epoch, func() error {
 		if err := f.Sync(); err != nil {
 			return err
@@ -387,8 +387,11 @@ func (w *writer) Commit(digest string) (err error) {
 	if err != nil {
 		// Not durable, perhaps not even on disk (a failed writeback leaves
 		// clean pages behind): the name must go, or a later commit of equal
-		// content would trust it.
-		os.Remove(target)
+		// content would trust it; unless another commit of equal content
+		// is landing there too, whose own wait decides.
+		if w.s.landing.count(target) == 1 {
+			os.Remove(target)
+		}
 		return mapErr(err)
 	}
 	return nil
@@ -441,10 +444,13 @@ func (l *landing) add(target string) (done func()) {
 	}
 }
 
-func (l *landing) has(target string) bool {
+func (l *landing) has(target string) bool { return l.count(target) > 0 }
+
+// count returns the landings in progress at target.
+func (l *landing) count(target string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.m[target] > 0
+	return l.m[target]
 }
 
 // refresh sets target's ModTime to now and reports whether target exists,
