@@ -5,6 +5,8 @@ import (
 	"mime"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/artifactstore/artifactstore/blob"
 )
 
 // Limits from DESIGN §2. They are the rules every entry point enforces; the
@@ -119,17 +121,8 @@ func validMetadata(md map[string]string) []FieldError {
 // validDigest reports whether d is "sha256:" followed by 64 lowercase hex
 // digits.
 func validDigest(d string) bool {
-	const prefix = "sha256:"
-	if len(d) != len(prefix)+64 || !strings.HasPrefix(d, prefix) {
-		return false
-	}
-	for i := len(prefix); i < len(d); i++ {
-		c := d[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
+	_, ok := blob.DigestHex(d)
+	return ok
 }
 
 const digestRule = "must be sha256:<64 lowercase hex digits>"

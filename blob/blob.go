@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"strings"
 	"time"
 )
 
@@ -130,6 +131,33 @@ type Uploads interface {
 
 	// All lists the ids of the staged uploads, for collecting orphans.
 	All(ctx context.Context) iter.Seq2[string, error]
+}
+
+// DigestPrefix starts every digest: the store addresses blobs by SHA-256.
+const DigestPrefix = "sha256:"
+
+// DigestHex returns the 64 lowercase hex digits of digest, and whether
+// digest is well formed: DigestPrefix followed by them. Backends name blobs
+// by these digits; they check a digest with it before turning it into a
+// path or key.
+func DigestHex(digest string) (string, bool) {
+	h, ok := strings.CutPrefix(digest, DigestPrefix)
+	return h, ok && IsDigestHex(h)
+}
+
+// IsDigestHex reports whether s is 64 lowercase hex digits: the name a
+// backend gives a blob.
+func IsDigestHex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // MaxUploadIDLen is the longest upload session id a backend accepts.

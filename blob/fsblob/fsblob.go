@@ -71,7 +71,6 @@ import (
 	"iter"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -83,7 +82,6 @@ import (
 const (
 	writeBufferSize  = 256 << 10 // Writer's bufio size; measured to help multipart uploads
 	appendBufferSize = 1 << 20   // Uploads.Append's copy buffer
-	digestPrefix     = "sha256:"
 
 	// groupSyncMax is the largest staged write whose Commit waits for a
 	// group sync rather than syncing on its own (see the package comment).
@@ -219,24 +217,11 @@ func (s *Store) check(ctx context.Context) error {
 // path returns the file name of a blob. Callers pass well-formed digests;
 // a malformed one is refused rather than turned into a path.
 func (s *Store) path(digest string) (string, error) {
-	hexPart, ok := strings.CutPrefix(digest, digestPrefix)
-	if !ok || !isHex64(hexPart) {
+	hexPart, ok := blob.DigestHex(digest)
+	if !ok {
 		return "", fmt.Errorf("fsblob: malformed digest %q", digest)
 	}
 	return filepath.Join(s.blobs, hexPart[:2], hexPart), nil
-}
-
-func isHex64(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // Create starts a staged write into a temp file in dir/tmp.
@@ -671,7 +656,7 @@ func (s *Store) All(ctx context.Context) iter.Seq2[blob.Info, error] {
 					return
 				}
 				name := e.Name()
-				if !e.Type().IsRegular() || !isHex64(name) || name[:2] != shard.Name() {
+				if !e.Type().IsRegular() || !blob.IsDigestHex(name) || name[:2] != shard.Name() {
 					continue
 				}
 				fi, err := e.Info()
@@ -682,7 +667,7 @@ func (s *Store) All(ctx context.Context) iter.Seq2[blob.Info, error] {
 					yield(blob.Info{}, fmt.Errorf("fsblob: list: %w", err))
 					return
 				}
-				info := blob.Info{Digest: digestPrefix + name, Size: fi.Size(), ModTime: fi.ModTime()}
+				info := blob.Info{Digest: blob.DigestPrefix + name, Size: fi.Size(), ModTime: fi.ModTime()}
 				if !yield(info, nil) {
 					return
 				}

@@ -65,7 +65,7 @@ func leftovers(t *testing.T, dir string) []string {
 			ok = true
 		case parts[0] == "blobs":
 			ok = d.IsDir() && (rel == "blobs/sha256" || len(parts) == 3 && len(parts[2]) == 2) ||
-				d.Type().IsRegular() && len(parts) == 4 && isHex64(parts[3]) && parts[3][:2] == parts[2]
+				d.Type().IsRegular() && len(parts) == 4 && blob.IsDigestHex(parts[3]) && parts[3][:2] == parts[2]
 		case parts[0] == "uploads":
 			ok = d.Type().IsRegular() && len(parts) == 2 && validID(parts[1]) == nil
 		}

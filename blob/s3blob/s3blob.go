@@ -86,7 +86,6 @@ import (
 )
 
 const (
-	digestPrefix = "sha256:"
 	// maxCopyPart bounds one CopyObject or UploadPartCopy request; S3 allows
 	// 5 GiB, but a smaller piece keeps each request well inside the
 	// client's one-minute response header timeout on a slow server.
@@ -202,8 +201,8 @@ func (s *Store) check(ctx context.Context) error {
 // blobKey returns the key of a blob. Callers pass well-formed digests; a
 // malformed one is refused rather than turned into a key.
 func (s *Store) blobKey(digest string) (string, error) {
-	hexPart, ok := strings.CutPrefix(digest, digestPrefix)
-	if !ok || !isHex64(hexPart) {
+	hexPart, ok := blob.DigestHex(digest)
+	if !ok {
 		return "", fmt.Errorf("s3blob: malformed digest %q", digest)
 	}
 	return s.prefix + "blobs/sha256/" + hexPart, nil
@@ -211,19 +210,6 @@ func (s *Store) blobKey(digest string) (string, error) {
 
 func (s *Store) blobsPrefix() string { return s.prefix + "blobs/sha256/" }
 func (s *Store) tmpPrefix() string   { return s.prefix + "tmp/" }
-
-func isHex64(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
 
 func randomName() string {
 	var b [16]byte
@@ -648,10 +634,10 @@ func (s *Store) All(ctx context.Context) iter.Seq2[blob.Info, error] {
 				return
 			}
 			name := strings.TrimPrefix(obj.Key, s.blobsPrefix())
-			if !isHex64(name) {
+			if !blob.IsDigestHex(name) {
 				continue
 			}
-			info := blob.Info{Digest: digestPrefix + name, Size: obj.Size, ModTime: obj.LastModified}
+			info := blob.Info{Digest: blob.DigestPrefix + name, Size: obj.Size, ModTime: obj.LastModified}
 			if !yield(info, nil) {
 				return
 			}

@@ -124,7 +124,7 @@ func leftovers(t *testing.T, s *Store) []string {
 		}
 		rel := strings.TrimPrefix(obj.Key, s.prefix)
 		name, isBlob := strings.CutPrefix(rel, "blobs/sha256/")
-		if isBlob && isHex64(name) || strings.HasPrefix(rel, "uploads/") {
+		if isBlob && blob.IsDigestHex(name) || strings.HasPrefix(rel, "uploads/") {
 			continue
 		}
 		stray = append(stray, rel)
