@@ -19,6 +19,7 @@ import (
 	"io"
 	"iter"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -132,6 +133,39 @@ type Uploads interface {
 	// All lists the ids of the staged uploads, for collecting orphans.
 	All(ctx context.Context) iter.Seq2[string, error]
 }
+
+// CopyStream copies r to w until r ends, r fails or ctx is done, through a
+// pooled 1 MiB buffer (io.Copy would hand the copy to an *os.File's
+// ReadFrom and its 32 KiB buffer), and returns the bytes written. It tells
+// the two sides' failures apart, for a backend must not blame its own
+// storage on the caller's stream: writeErr is w's error; readErr is r's (not
+// io.EOF) or ctx's.
+func CopyStream(ctx context.Context, w io.Writer, r io.Reader) (n int64, writeErr, readErr error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, nil, err
+		}
+		nr, rerr := r.Read(buf)
+		if nr > 0 {
+			nw, werr := w.Write(buf[:nr])
+			n += int64(nw)
+			if werr != nil {
+				return n, werr, nil
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil, nil
+		}
+		if rerr != nil {
+			return n, nil, rerr
+		}
+	}
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
 // DigestPrefix starts every digest: the store addresses blobs by SHA-256.
 const DigestPrefix = "sha256:"

@@ -80,8 +80,7 @@ import (
 )
 
 const (
-	writeBufferSize  = 256 << 10 // Writer's bufio size; measured to help multipart uploads
-	appendBufferSize = 1 << 20   // Uploads.Append's copy buffer
+	writeBufferSize = 256 << 10 // Writer's bufio size; measured to help multipart uploads
 
 	// groupSyncMax is the largest staged write whose Commit waits for a
 	// group sync rather than syncing on its own (see the package comment).
@@ -794,40 +793,16 @@ func (u *uploads) Append(ctx context.Context, id string, offset int64, r io.Read
 	if _, err := f.Seek(offset, io.SeekStart); err != nil {
 		return 0, err
 	}
-	n, err = copyBuffer(ctx, f, r)
+	n, werr, err := blob.CopyStream(ctx, f, r)
+	if werr != nil {
+		err = mapErr(werr)
+	}
 	// Sync on every outcome: the bytes that arrived before a read error
 	// are counted, so they must be durable.
 	if serr := f.Sync(); serr != nil {
 		return n, mapErr(serr)
 	}
 	return n, err
-}
-
-// copyBuffer copies r to f through a 1 MiB buffer, returning r's error (not
-// io.EOF) or f's. It does not use io.Copy, which would hand the copy to
-// f.ReadFrom and its own 32 KiB buffer.
-func copyBuffer(ctx context.Context, f *os.File, r io.Reader) (int64, error) {
-	buf := make([]byte, appendBufferSize)
-	var n int64
-	for {
-		if err := ctx.Err(); err != nil {
-			return n, err
-		}
-		nr, rerr := r.Read(buf)
-		if nr > 0 {
-			nw, werr := f.Write(buf[:nr])
-			n += int64(nw)
-			if werr != nil {
-				return n, mapErr(werr)
-			}
-		}
-		if rerr == io.EOF {
-			return n, nil
-		}
-		if rerr != nil {
-			return n, rerr
-		}
-	}
 }
 
 // Open reads the first size bytes of an upload.

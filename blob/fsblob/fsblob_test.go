@@ -377,7 +377,7 @@ func TestNoSpaceMapping(t *testing.T) {
 		t.Skipf("no /dev/full: %v", err)
 	}
 	defer f.Close()
-	if _, err := copyBuffer(t.Context(), f, strings.NewReader("x")); !errors.Is(err, blob.ErrNoSpace) {
+	if _, werr, _ := blob.CopyStream(t.Context(), f, strings.NewReader("x")); !errors.Is(mapErr(werr), blob.ErrNoSpace) {
 		t.Errorf("writing to /dev/full: %v, want ErrNoSpace", err)
 	}
 }

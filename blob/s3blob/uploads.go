@@ -164,14 +164,13 @@ func (u *uploads) Append(ctx context.Context, id string, offset int64, r io.Read
 		return 0, err
 	}
 	defer done()
-	n, rerr := spool(ctx, f, r)
-	var serr *spoolError
-	if errors.As(rerr, &serr) {
+	n, werr, rerr := blob.CopyStream(ctx, f, r)
+	if werr != nil {
 		// The local disk failed, not r: store nothing.
-		if errors.Is(serr, syscall.ENOSPC) || errors.Is(serr, syscall.EDQUOT) {
-			return 0, fmt.Errorf("%w: %w", blob.ErrNoSpace, serr)
+		if errors.Is(werr, syscall.ENOSPC) || errors.Is(werr, syscall.EDQUOT) {
+			return 0, fmt.Errorf("%w: spool: %w", blob.ErrNoSpace, werr)
 		}
-		return 0, serr
+		return 0, fmt.Errorf("spool: %w", werr)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return 0, err
@@ -187,38 +186,6 @@ func (u *uploads) Append(ctx context.Context, id string, offset int64, r io.Read
 		return 0, mapErr(err)
 	}
 	return n, rerr
-}
-
-// spoolError marks a failure writing the spool file, as opposed to r's.
-type spoolError struct{ err error }
-
-func (e *spoolError) Error() string { return "spool: " + e.err.Error() }
-func (e *spoolError) Unwrap() error { return e.err }
-
-// spool copies r to f until r ends, fails or ctx is done, and returns how
-// many bytes it wrote with r's error, ctx's or a *spoolError.
-func spool(ctx context.Context, f *os.File, r io.Reader) (int64, error) {
-	buf := make([]byte, 1<<20)
-	var n int64
-	for {
-		if err := ctx.Err(); err != nil {
-			return n, err
-		}
-		nr, rerr := r.Read(buf)
-		if nr > 0 {
-			nw, werr := f.Write(buf[:nr])
-			n += int64(nw)
-			if werr != nil {
-				return n, &spoolError{werr}
-			}
-		}
-		if rerr == io.EOF {
-			return n, nil
-		}
-		if rerr != nil {
-			return n, rerr
-		}
-	}
 }
 
 // Open reads the first size bytes of an upload, chunk by chunk.
