@@ -335,10 +335,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			rc.SetReadDeadline(time.Time{}) // an upload's body
 		}
-	} else if isDownload(r) {
-		// serveFile lifts the write deadline once it knows the answer is
-		// long (liftDownloadDeadline).
-	} else if r.Body != nil {
+	} else if r.Body != nil && r.Body != http.NoBody {
 		r.Body = http.MaxBytesReader(info.w, r.Body, s.cfg.MaxJSONBody)
 	}
 	s.mux.ServeHTTP(info.w, r)
@@ -363,10 +360,6 @@ func streams(r *http.Request) bool {
 		return false
 	}
 	return true
-}
-
-func isDownload(r *http.Request) bool {
-	return strings.HasPrefix(r.URL.Path, "/files/") && strings.HasSuffix(r.URL.Path, "/download")
 }
 
 // liftDownloadDeadline is the size of a download from which its write

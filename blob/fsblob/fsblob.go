@@ -500,20 +500,6 @@ func verify(target string, max int64) (bool, error) {
 	return hex.EncodeToString(h.Sum(nil)) == filepath.Base(target), nil
 }
 
-// ensureDir creates a shard directory if needed, syncing its parent when it
-// does so that the rename into it survives a crash.
-func ensureDir(dir string) error {
-	err := os.Mkdir(dir, 0o755)
-	switch {
-	case err == nil:
-		return syncDir(filepath.Dir(dir))
-	case errors.Is(err, fs.ErrExist):
-		return nil
-	default:
-		return mapErr(err)
-	}
-}
-
 // renameInto renames name to target, creating target's shard directory if
 // needed.
 func (s *Store) renameInto(name, target string) error {
@@ -534,17 +520,22 @@ func (s *Store) renameInto(name, target string) error {
 	return mapErr(err)
 }
 
-// ensureShard is ensureDir for a shard directory, remembering the shards
+// ensureShard creates a shard directory if needed, remembering the shards
 // known to exist: the store never removes one, and a mkdir that fails with
 // EEXIST on every commit cost a syscall per blob. Should one vanish anyway
-// (removed by hand), the rename into it fails and forget lets the retry
-// create it again.
+// (removed by hand), renameInto forgets it and creates it again.
 func (s *Store) ensureShard(dir string) error {
 	if _, ok := s.shards.Load(dir); ok {
 		return nil
 	}
-	if err := ensureDir(dir); err != nil {
-		return err
+	switch err := os.Mkdir(dir, 0o755); {
+	case err == nil:
+		// Synced, so that a rename into the new shard survives a crash.
+		if err := syncDir(filepath.Dir(dir)); err != nil {
+			return err
+		}
+	case !errors.Is(err, fs.ErrExist):
+		return mapErr(err)
 	}
 	s.shards.Store(dir, struct{}{})
 	return nil
