@@ -229,6 +229,19 @@ func reprDigest(digest string) string {
 	return string(b[:n+1])
 }
 
+// formatContentRange is the Content-Range value of a satisfiable range, built with
+// one allocation.
+func formatContentRange(start, length, size int64) string {
+	b := make([]byte, 0, len("bytes -/")+3*20)
+	b = append(b, "bytes "...)
+	b = strconv.AppendInt(b, start, 10)
+	b = append(b, '-')
+	b = strconv.AppendInt(b, start+length-1, 10)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, size, 10)
+	return string(b)
+}
+
 // serveFile answers a download. It returns an error only before anything was
 // written; a failure mid-body aborts the connection, so a client never takes
 // a truncated body for a whole one.
@@ -268,10 +281,10 @@ func (s *Server) serveFile(ctx context.Context, w http.ResponseWriter, method, f
 				Detail: fmt.Sprintf("the file has %d bytes; the range %q lies outside", size, hd.rng)}
 		case err == nil:
 			status, start, length = http.StatusPartialContent, br.Start, br.Length
-			h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, size))
+			h["Content-Range"] = []string{formatContentRange(start, length, size)}
 		}
 	}
-	h.Set("Content-Length", strconv.FormatInt(length, 10))
+	h["Content-Length"] = []string{strconv.FormatInt(length, 10)}
 	if start > 0 {
 		if _, err := rd.Seek(start, io.SeekStart); err != nil {
 			return err

@@ -100,6 +100,7 @@ type Store struct {
 	shards  sync.Map // shard directories known to exist (see ensureShard)
 	landing landing  // blobs renamed into place, not yet durably
 	flush   flusher  // group syncs for small commits
+	handles handles  // read handles kept open between reads
 
 	// groupSyncThreshold is the largest staged write that is committed
 	// with group syncs, groupSyncMax; a benchmark sets it to -1 to measure
@@ -195,6 +196,7 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return blob.ErrClosed
 	}
+	s.handles.drop("")
 	err := s.fsDir.Close()
 	// Closing the descriptor releases the flock.
 	if lerr := s.lock.Close(); lerr != nil {
@@ -374,6 +376,7 @@ func (w *writer) Commit(digest string) (err error) {
 		// content would trust it; unless another commit of equal content
 		// is landing there too, whose own wait decides.
 		if w.s.landing.count(target) == 1 {
+			w.s.handles.drop(target)
 			os.Remove(target)
 		}
 		return mapErr(err)
@@ -471,6 +474,7 @@ func (s *Store) refresh(target string) (bool, error) {
 	if err != nil || ok {
 		return ok, err
 	}
+	s.handles.drop(target)
 	if err := os.Remove(target); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, mapErr(err)
 	}
@@ -554,11 +558,16 @@ func (w *writer) Abort() error {
 	return nil
 }
 
-// Reader is a blob opened for reading. Read, Seek, Close and the rest are the
+// Reader is a blob opened for reading. Read, Seek and the rest are the
 // underlying *os.File's, so io.Copy to a TCP connection can use sendfile(2).
+// Close hands the file back to the store for the blob's next reader (see
+// handles); the Reader must not be used after it.
 type Reader struct {
 	*osFile
-	size int64
+	size  int64
+	store *Store
+	path  string // the blob's file name, its key in store.handles
+	gen   uint64
 }
 
 type osFile = os.File
@@ -569,6 +578,17 @@ func (r *Reader) Size() int64 { return r.size }
 // File returns the underlying file.
 func (r *Reader) File() *os.File { return r.osFile }
 
+// Close releases the Reader; a second Close returns os.ErrClosed.
+func (r *Reader) Close() error {
+	f := r.osFile
+	if f == nil {
+		return os.ErrClosed
+	}
+	r.osFile = nil
+	r.store.handles.put(r.path, f, r.size, r.gen)
+	return nil
+}
+
 // Open opens a blob for reading; the returned blob.Reader is a *Reader.
 func (s *Store) Open(ctx context.Context, digest string) (blob.Reader, error) {
 	if err := s.check(ctx); err != nil {
@@ -578,6 +598,10 @@ func (s *Store) Open(ctx context.Context, digest string) (blob.Reader, error) {
 	if err != nil {
 		return nil, err
 	}
+	if f, size, gen := s.handles.get(p); f != nil {
+		return &Reader{osFile: f, size: size, store: s, path: p, gen: gen}, nil
+	}
+	gen := s.handles.generation()
 	f, err := os.Open(p)
 	if err != nil {
 		return nil, fmt.Errorf("fsblob: open %s: %w", digest, notFound(err))
@@ -587,7 +611,7 @@ func (s *Store) Open(ctx context.Context, digest string) (blob.Reader, error) {
 		f.Close()
 		return nil, fmt.Errorf("fsblob: open %s: %w", digest, err)
 	}
-	return &Reader{osFile: f, size: fi.Size()}, nil
+	return &Reader{osFile: f, size: fi.Size(), store: s, path: p, gen: gen}, nil
 }
 
 // Stat reports a blob's size and ModTime.
@@ -615,6 +639,7 @@ func (s *Store) Delete(ctx context.Context, digest string) error {
 	if err != nil {
 		return err
 	}
+	s.handles.drop(p)
 	if err := os.Remove(p); err != nil {
 		return fmt.Errorf("fsblob: delete %s: %w", digest, notFound(err))
 	}
