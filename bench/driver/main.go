@@ -130,7 +130,7 @@ func main() {
 		cfg.bigSize, cfg.chunkSize, cfg.reps, cfg.dlReps = 64<<20, 4<<20, 2, 3
 		cfg.smallN, cfg.loadDur, cfg.listReqs, cfg.events = 1000, 2*time.Second, 200, 100
 	} else {
-		cfg.bigSize, cfg.chunkSize, cfg.reps, cfg.dlReps = 1<<30, 64<<20, 5, 9
+		cfg.bigSize, cfg.chunkSize, cfg.reps, cfg.dlReps = 1<<30, 64<<20, 5, 15
 		cfg.smallN, cfg.loadDur, cfg.listReqs, cfg.events = 10000, 5*time.Second, 500, 200
 	}
 	cfg.smallSize, cfg.clients, cfg.evEvery = 4096, 8, 20*time.Millisecond

@@ -54,6 +54,11 @@
 // upload and the blob share an inode, so the upload must not be appended to
 // again; Append refuses to write to a staged file that has more than one link.
 //
+// Readers are plain files (io.Copy to a socket uses sendfile), and a closed
+// Reader's file is kept open for the blob's next reader, up to 128 of them
+// in the store (see handles.go): reading a blob again costs an lseek, not an
+// open, an fstat and a close.
+//
 // Open takes an exclusive lock on dir/LOCK, so only one Store (in any
 // process) uses a directory at a time; the lock is released by Close or when
 // the process exits.
