@@ -381,8 +381,8 @@ func (w *writer) Commit(digest string) (err error) {
 		// content would trust it; unless another commit of equal content
 		// is landing there too, whose own wait decides.
 		if w.s.landing.count(target) == 1 {
-			w.s.handles.drop(target)
 			os.Remove(target)
+			w.s.handles.drop(target)
 		}
 		return mapErr(err)
 	}
@@ -479,8 +479,9 @@ func (s *Store) refresh(target string) (bool, error) {
 	if err != nil || ok {
 		return ok, err
 	}
+	err = os.Remove(target)
 	s.handles.drop(target)
-	if err := os.Remove(target); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, mapErr(err)
 	}
 	return false, nil
@@ -644,8 +645,11 @@ func (s *Store) Delete(ctx context.Context, digest string) error {
 	if err != nil {
 		return err
 	}
+	// The name goes first: a handle opened before then is checked out or
+	// idle, and either way dropped.
+	err = os.Remove(p)
 	s.handles.drop(p)
-	if err := os.Remove(p); err != nil {
+	if err != nil {
 		return fmt.Errorf("fsblob: delete %s: %w", digest, notFound(err))
 	}
 	return nil
