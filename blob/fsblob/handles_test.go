@@ -1,10 +1,12 @@
 package fsblob
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"testing"
 
 	"github.com/artifactstore/artifactstore/blob"
@@ -153,5 +155,77 @@ func TestReadHandlesClosedWithStore(t *testing.T) {
 	}
 	if n := s.handles.idleCount(); n != 0 {
 		t.Errorf("idle handles after Store.Close = %d", n)
+	}
+}
+
+// TestReadHandlesConcurrent reads a few blobs from many goroutines while
+// one of them is deleted and written again, over and over: every read gets
+// the whole blob or not-found, never another blob's bytes or a short read.
+func TestReadHandlesConcurrent(t *testing.T) {
+	s := mustOpen(t, t.TempDir())
+	var blobs [][]byte
+	var digests []string
+	for i := range 4 {
+		b := bytes.Repeat(fmt.Appendf(nil, "blob %d;", i), 100+i)
+		blobs = append(blobs, b)
+		digests = append(digests, put(t, s, b))
+	}
+	stop := make(chan struct{})
+	var churn sync.WaitGroup
+	churn.Add(1)
+	go func() {
+		defer churn.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := s.Delete(t.Context(), digests[0]); err != nil && !errors.Is(err, blob.ErrNotFound) {
+				t.Error(err)
+				return
+			}
+			w, err := s.Create(t.Context())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			w.Write(blobs[0])
+			if err := w.Commit(digests[0]); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	var readers sync.WaitGroup
+	for g := range 8 {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for i := range 300 {
+				k := (g + i) % len(digests)
+				r, err := s.Open(t.Context(), digests[k])
+				if errors.Is(err, blob.ErrNotFound) && k == 0 {
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if i%3 == 0 {
+					// Leave some handles mid-blob.
+					r.Read(make([]byte, 7))
+				} else if got, err := io.ReadAll(r); err != nil || !bytes.Equal(got, blobs[k]) {
+					t.Errorf("blob %d: read %d bytes, %v; want its %d bytes", k, len(got), err, len(blobs[k]))
+				}
+				r.Close()
+			}
+		}()
+	}
+	readers.Wait()
+	close(stop)
+	churn.Wait()
+	if n := s.handles.idleCount(); n > maxIdleHandles {
+		t.Errorf("idle handles = %d, over the bound", n)
 	}
 }
