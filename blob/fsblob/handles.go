@@ -30,8 +30,8 @@ type handle struct {
 	size int64
 }
 
-// get takes an idle handle of the blob at path, positioned at the start, or reports
-// none. gen is to be passed back to put.
+// get takes an idle handle of the blob at path, positioned at the start, or
+// reports none. gen is to be passed back to put.
 func (h *handles) get(path string) (f *os.File, size int64, gen uint64) {
 	h.mu.Lock()
 	gen = h.gen
@@ -62,9 +62,9 @@ func (h *handles) forget(path string, els []*list.Element) {
 	}
 }
 
-// put keeps f, a handle of the blob at path taken at gen, for the next read, closing
-// the least recently used handle beyond maxIdleHandles. A handle taken
-// before a drop is closed instead.
+// put keeps f, a handle of the blob at path taken at gen, for the next read,
+// closing the least recently used handle beyond maxIdleHandles. A handle
+// taken before a drop is closed instead.
 func (h *handles) put(path string, f *os.File, size int64, gen uint64) {
 	h.mu.Lock()
 	if gen != h.gen {
@@ -102,13 +102,12 @@ func (h *handles) drop(path string) {
 	h.gen++
 	var closing []*os.File
 	for p, els := range h.idle {
-		if path != "" && p != path {
-			continue
+		if path == "" || p == path {
+			for _, e := range els {
+				closing = append(closing, h.lru.Remove(e).(*handle).f)
+			}
+			delete(h.idle, p)
 		}
-		for _, e := range els {
-			closing = append(closing, h.lru.Remove(e).(*handle).f)
-		}
-		delete(h.idle, p)
 	}
 	h.mu.Unlock()
 	for _, f := range closing {
