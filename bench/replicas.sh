@@ -25,6 +25,9 @@ mkdir -p bench/out
 EMB_PORT=18580; PG1_PORT=18581; PG2_PORT=18582
 TOKEN=bench-token
 log() { printf '[replicas.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
+# shellcheck source=lib.sh
+source bench/lib.sh
+ports_free $EMB_PORT $PG1_PORT $PG2_PORT
 
 TMP=$(mktemp -d /tmp/asreplicas.XXXXXX)
 PIDS=()
@@ -56,16 +59,6 @@ CATALOG="$ARTIFACTSTORE_TEST_POSTGRES&search_path=$SCHEMA"
 BUCKET=artifactstore-bench
 "$TMP/bin/replicas" mkbucket "http://127.0.0.1:$S3_PORT" "$BUCKET" us-east-1
 BLOB="s3://$BUCKET?endpoint=http://127.0.0.1:$S3_PORT&region=us-east-1&prefix=$SCHEMA/"
-
-wait_http() { # url pid name
-  local i
-  for i in $(seq 1 300); do
-    curl -fs -o /dev/null "$1" && return 0
-    kill -0 "$2" 2>/dev/null || break
-    sleep 0.1
-  done
-  log "$3 did not become ready; its log:"; cat "$TMP/$3.log" >&2 || true; exit 1
-}
 
 export ARTIFACTSTORE_TOKENS="bench:$TOKEN"
 "$TMP/bin/artifactstore" serve --addr 127.0.0.1:$EMB_PORT --data "$TMP/emb" >"$TMP/emb.log" 2>&1 &

@@ -87,23 +87,8 @@ fi
 cp --reflink=auto "$CAT" "$TMP/aslist/catalog.db"
 
 # --- servers ----------------------------------------------------------------
-# A server left on one of our ports would answer the readiness checks below
-# and be measured in place of ours: refuse to start instead.
-for port in $AS_PORT $LIST_PORT $IDEAL_PORT $NGINX_PORT $REG_PORT $PROF_PORT $LIST_PROF_PORT; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    log "port $port is in use (ss -ltnp 'sport = :$port' shows by what): stop it and run again"
-    exit 1
-  fi
-done
-wait_http() { # url pid name
-  local i
-  for i in $(seq 1 300); do
-    curl -fs -o /dev/null "$1" && return 0
-    kill -0 "$2" 2>/dev/null || break
-    sleep 0.1
-  done
-  log "$3 did not become ready; its log:"; cat "$TMP/$3.log" >&2 || true; exit 1
-}
+. "$BENCH/lib.sh"
+ports_free $AS_PORT $LIST_PORT $IDEAL_PORT $NGINX_PORT $REG_PORT $PROF_PORT $LIST_PROF_PORT
 
 # With --profile the same servers also open a debug port (serve
 # --debug-addr) through which the driver takes one CPU profile per workload.

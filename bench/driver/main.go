@@ -13,14 +13,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
-	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -33,6 +31,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/artifactstore/artifactstore/bench/internal/benchkit"
 )
 
 // ---------------------------------------------------------------------------
@@ -150,45 +150,11 @@ func withChildren(ps []int) []int {
 	if len(ps) == 0 {
 		return ps
 	}
-	out := slices.Clone(ps)
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		if len(f) > 2 {
-			if pp, _ := strconv.Atoi(f[1]); slices.Contains(ps, pp) {
-				out = append(out, pid)
-			}
-		}
-	}
-	return out
+	return append(slices.Clone(ps), benchkit.Children(ps...)...)
 }
 
 // cpuSeconds is utime+stime of the processes.
-func cpuSeconds(ps []int) float64 {
-	var t float64
-	for _, p := range ps {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		// After the command: state(0) ppid … utime is field 14 of stat, index 11 here.
-		ut, _ := strconv.ParseFloat(f[11], 64)
-		st, _ := strconv.ParseFloat(f[12], 64)
-		t += (ut + st) / cfg.clkTck
-	}
-	return t
-}
+func cpuSeconds(ps []int) float64 { return benchkit.CPUSeconds(cfg.clkTck, false, ps...) }
 
 // hwmKB is the summed VmHWM of the processes, in KiB.
 func hwmKB(ps []int) int64 {
@@ -292,112 +258,8 @@ func phase(name string, fn func()) {
 	}
 }
 
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func pct(ds []time.Duration, q float64) float64 {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(math.Ceil(q*float64(len(s)))) - 1
-	i = max(0, min(i, len(s)-1))
-	return float64(s[i]) / float64(time.Millisecond)
-}
-
-// ---------------------------------------------------------------------------
-// Content: distinct per upload (nothing deduplicates), cheap to generate.
-
-var pattern = func() []byte {
-	b := make([]byte, 1<<20)
-	rand.NewChaCha8([32]byte{1, 2, 3}).Read(b)
-	return b
-}()
-
-var nonce = time.Now().UnixNano()
-var tagSeq atomic.Int64
-
-type content struct {
-	tag  [16]byte
-	size int64
-}
-
-func newContent(size int64) content {
-	var c content
-	copy(c.tag[:], fmt.Sprintf("%08x%08x", uint32(nonce), uint32(tagSeq.Add(1))))
-	c.size = size
-	return c
-}
-
-// reader yields the bytes [off, size).
-func (c content) reader(off int64) io.Reader { return &genReader{c: c, off: off} }
-
-func (c content) section(off, n int64) io.Reader { return io.LimitReader(c.reader(off), n) }
-
-func (c content) digest() string {
-	h := sha256.New()
-	buf := make([]byte, 1<<20)
-	io.CopyBuffer(h, c.reader(0), buf)
-	return "sha256:" + hex.EncodeToString(h.Sum(nil))
-}
-
-type genReader struct {
-	c   content
-	off int64
-}
-
-func (g *genReader) Read(p []byte) (int, error) {
-	if g.off >= g.c.size {
-		return 0, io.EOF
-	}
-	if rem := g.c.size - g.off; int64(len(p)) > rem {
-		p = p[:rem]
-	}
-	n := 0
-	for n < len(p) {
-		po := (g.off + int64(n)) % int64(len(pattern))
-		n += copy(p[n:], pattern[po:])
-	}
-	if g.off < int64(len(g.c.tag)) {
-		copy(p, g.c.tag[g.off:])
-	}
-	g.off += int64(n)
-	return n, nil
-}
-
-// multipart builds a multipart/form-data body with the path field first,
-// then the file part: what artifactstore's client sends.
-func multipartBody(path string, body io.Reader, size int64) (io.Reader, int64, string) {
-	boundary := fmt.Sprintf("benchboundary%016x%08x", nonce, tagSeq.Add(1))
-	head := "--" + boundary + "\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\n" + path + "\r\n" +
-		"--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" + filepath.Base(path) + "\"\r\n" +
-		"Content-Type: application/octet-stream\r\n\r\n"
-	tail := "\r\n--" + boundary + "--\r\n"
-	return io.MultiReader(strings.NewReader(head), body, strings.NewReader(tail)),
-		int64(len(head)) + size + int64(len(tail)), "multipart/form-data; boundary=" + boundary
-}
-
 // ---------------------------------------------------------------------------
 // HTTP
-
-var hc = &http.Client{Transport: &http.Transport{
-	MaxIdleConns:        256,
-	MaxIdleConnsPerHost: 64,
-	IdleConnTimeout:     90 * time.Second,
-	DisableCompression:  true,
-	WriteBufferSize:     256 << 10,
-	ReadBufferSize:      256 << 10,
-}}
 
 var copyBuf = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
@@ -436,7 +298,7 @@ func do(r req, want ...int) (resp, error) {
 	if r.auth {
 		hr.Header.Set("Authorization", "Bearer "+cfg.asToken)
 	}
-	res, err := hc.Do(hr)
+	res, err := benchkit.HTTPClient.Do(hr)
 	if err != nil {
 		return resp{}, fmt.Errorf("%s %s: %w", r.method, r.url, err)
 	}
@@ -540,8 +402,8 @@ type asFile struct {
 	Size   int64  `json:"size"`
 }
 
-func asPutMultipart(pkg, path string, c content) (asFile, error) {
-	body, n, ct := multipartBody(path, c.reader(0), c.size)
+func asPutMultipart(pkg, path string, c benchkit.Content) (asFile, error) {
+	body, n, ct := benchkit.Multipart(path, c.Reader(0), c.Size)
 	r, err := do(req{method: "POST", url: cfg.asURL + "/packages/" + pkg + "/files", body: body, size: n,
 		hdr: map[string]string{"Content-Type": ct}, auth: true}, 201)
 	if err != nil {
@@ -551,17 +413,17 @@ func asPutMultipart(pkg, path string, c content) (asFile, error) {
 	return f, json.Unmarshal(r.body, &f)
 }
 
-func asSession(pkg, path string, c content, chunk int64) (asFile, error) {
-	r, err := do(req{method: "POST", url: cfg.asURL + "/uploads", hdr: map[string]string{"Upload-Length": strconv.FormatInt(c.size, 10)}, auth: true}, 201)
+func asSession(pkg, path string, c benchkit.Content, chunk int64) (asFile, error) {
+	r, err := do(req{method: "POST", url: cfg.asURL + "/uploads", hdr: map[string]string{"Upload-Length": strconv.FormatInt(c.Size, 10)}, auth: true}, 201)
 	if err != nil {
 		return asFile{}, err
 	}
 	loc := resolve(cfg.asURL, r.hdr.Get("Location"))
-	for off := int64(0); off < c.size; off += chunk {
-		n := min(chunk, c.size-off)
-		if _, err := do(req{method: "PATCH", url: loc, body: c.section(off, n), size: n, auth: true, hdr: map[string]string{
+	for off := int64(0); off < c.Size; off += chunk {
+		n := min(chunk, c.Size-off)
+		if _, err := do(req{method: "PATCH", url: loc, body: c.Section(off, n), size: n, auth: true, hdr: map[string]string{
 			"Content-Type":  "application/offset+octet-stream",
-			"Content-Range": fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, c.size),
+			"Content-Range": fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, c.Size),
 		}}, 204); err != nil {
 			return asFile{}, err
 		}
@@ -576,27 +438,27 @@ func asSession(pkg, path string, c content, chunk int64) (asFile, error) {
 	return f, json.Unmarshal(r.body, &f)
 }
 
-func idealRaw(name string, c content) (string, error) {
-	r, err := do(req{method: "PUT", url: cfg.idealURL + "/raw/" + name, body: c.reader(0), size: c.size}, 201)
+func idealRaw(name string, c benchkit.Content) (string, error) {
+	r, err := do(req{method: "PUT", url: cfg.idealURL + "/raw/" + name, body: c.Reader(0), size: c.Size}, 201)
 	return string(r.body), err
 }
 
-func idealMultipart(name string, c content) (string, error) {
-	body, n, ct := multipartBody(name, c.reader(0), c.size)
+func idealMultipart(name string, c benchkit.Content) (string, error) {
+	body, n, ct := benchkit.Multipart(name, c.Reader(0), c.Size)
 	r, err := do(req{method: "POST", url: cfg.idealURL + "/multipart/" + name, body: body, size: n, hdr: map[string]string{"Content-Type": ct}}, 201)
 	return string(r.body), err
 }
 
-func idealSession(name string, c content, chunk int64) (string, error) {
+func idealSession(name string, c benchkit.Content, chunk int64) (string, error) {
 	r, err := do(req{method: "POST", url: cfg.idealURL + "/session"}, 201)
 	if err != nil {
 		return "", err
 	}
 	loc := resolve(cfg.idealURL, r.hdr.Get("Location"))
-	for off := int64(0); off < c.size; off += chunk {
-		n := min(chunk, c.size-off)
-		if _, err := do(req{method: "PATCH", url: loc, body: c.section(off, n), size: n, hdr: map[string]string{
-			"Content-Range": fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, c.size),
+	for off := int64(0); off < c.Size; off += chunk {
+		n := min(chunk, c.Size-off)
+		if _, err := do(req{method: "PATCH", url: loc, body: c.Section(off, n), size: n, hdr: map[string]string{
+			"Content-Range": fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, c.Size),
 		}}, 204); err != nil {
 			return "", err
 		}
@@ -615,26 +477,26 @@ func regStart() (string, error) {
 
 // regMonolithic is the OCI monolithic upload in two requests: POST for a
 // session, PUT ?digest= with the whole body.
-func regMonolithic(c content, digest string) error {
+func regMonolithic(c benchkit.Content, digest string) error {
 	loc, err := regStart()
 	if err != nil {
 		return err
 	}
-	_, err = do(req{method: "PUT", url: addQuery(loc, "digest", digest), body: c.reader(0), size: c.size,
+	_, err = do(req{method: "PUT", url: addQuery(loc, "digest", digest), body: c.Reader(0), size: c.Size,
 		hdr: map[string]string{"Content-Type": "application/octet-stream"}}, 201)
 	return err
 }
 
 // regChunked: POST, PATCH each chunk with Content-Range (following the
 // Location each answer gives), PUT ?digest= with no body.
-func regChunked(c content, digest string, chunk int64) error {
+func regChunked(c benchkit.Content, digest string, chunk int64) error {
 	loc, err := regStart()
 	if err != nil {
 		return err
 	}
-	for off := int64(0); off < c.size; off += chunk {
-		n := min(chunk, c.size-off)
-		r, err := do(req{method: "PATCH", url: loc, body: c.section(off, n), size: n, hdr: map[string]string{
+	for off := int64(0); off < c.Size; off += chunk {
+		n := min(chunk, c.Size-off)
+		r, err := do(req{method: "PATCH", url: loc, body: c.Section(off, n), size: n, hdr: map[string]string{
 			"Content-Type":  "application/octet-stream",
 			"Content-Range": fmt.Sprintf("%d-%d", off, off+n-1),
 		}}, 202)
@@ -673,7 +535,7 @@ func bigResult(key string, size int64, ss []sample, note string) {
 		mbs = append(mbs, float64(size)/s.d.Seconds()/1e6)
 		cpu = append(cpu, s.cpu)
 	}
-	m := &M{Key: key, Value: median(mbs), Unit: "MB/s", CPU: median(cpu), N: len(ss), Note: note}
+	m := &M{Key: key, Value: benchkit.Median(mbs), Unit: "MB/s", CPU: benchkit.Median(cpu), N: len(ss), Note: note}
 	m.CPUGiB = m.CPU / (float64(size) / (1 << 30))
 	if len(ss) > 1 {
 		lo, hi := slices.Min(mbs), slices.Max(mbs)
@@ -719,8 +581,8 @@ func baselines() {
 		t0 := time.Now()
 		var n int64
 		for n < cfg.bigSize {
-			h.Write(pattern)
-			n += int64(len(pattern))
+			h.Write(benchkit.Pattern)
+			n += int64(len(benchkit.Pattern))
 		}
 		best = max(best, float64(n)/time.Since(t0).Seconds()/1e6)
 	}
@@ -733,8 +595,8 @@ func baselines() {
 	}
 	defer os.Remove(f.Name())
 	t0 := time.Now()
-	for off := int64(0); off < cfg.bigSize; off += int64(len(pattern)) {
-		if _, err := f.Write(pattern); err != nil {
+	for off := int64(0); off < cfg.bigSize; off += int64(len(benchkit.Pattern)) {
+		if _, err := f.Write(benchkit.Pattern); err != nil {
 			log.Fatal(err)
 		}
 	}
@@ -750,12 +612,12 @@ func baselines() {
 	var ds []time.Duration
 	for i := 0; i < 200; i++ {
 		t := time.Now()
-		f.WriteAt(pattern[:4096], 0)
+		f.WriteAt(benchkit.Pattern[:4096], 0)
 		f.Sync()
 		ds = append(ds, time.Since(t))
 	}
 	f.Close()
-	record(&M{Key: "disk.fsync4k", Value: pct(ds, 0.5), Unit: "ms", P50: pct(ds, 0.5), P99: pct(ds, 0.99), N: len(ds), Note: "4 KiB pwrite + fsync"})
+	record(&M{Key: "disk.fsync4k", Value: benchkit.PercentileMS(ds, 0.5), Unit: "ms", P50: benchkit.PercentileMS(ds, 0.5), P99: benchkit.PercentileMS(ds, 0.99), N: len(ds), Note: "4 KiB pwrite + fsync"})
 }
 
 // rotate returns fns starting at i (so each rep starts with another system).
@@ -767,7 +629,7 @@ func rotate[T any](xs []T, i int) []T {
 type target struct {
 	key string
 	ps  []int
-	op  func(c content, digest string) error
+	op  func(c benchkit.Content, digest string) error
 	as  bool
 }
 
@@ -775,8 +637,8 @@ func runBig(group string, targets []target) {
 	ss := map[string][]sample{}
 	for rep := 0; rep < cfg.reps; rep++ {
 		for _, t := range rotate(targets, rep) {
-			c := newContent(cfg.bigSize)
-			digest := c.digest()
+			c := benchkit.NewContent(cfg.bigSize)
+			digest := c.Digest()
 			// Start every transfer with no dirty pages of earlier ones
 			// (the registry never fsyncs; its writeback would land on
 			// whoever comes next).
@@ -810,19 +672,19 @@ func ingest() {
 	pkg := must(asCreatePackage(nil))
 	var i atomic.Int64
 	targets := []target{
-		{key: "ideal-raw", ps: cfg.idealPIDs, op: func(c content, digest string) error {
+		{key: "ideal-raw", ps: cfg.idealPIDs, op: func(c benchkit.Content, digest string) error {
 			name := fmt.Sprintf("big-raw-%d", i.Add(1))
 			got, err := idealRaw(name, c)
 			if err == nil {
-				bigFiles.idealName, bigFiles.size = name, c.size
+				bigFiles.idealName, bigFiles.size = name, c.Size
 			}
 			return errors.Join(err, checkDigest("ideal raw", got, digest))
 		}},
-		{key: "ideal-multipart", ps: cfg.idealPIDs, op: func(c content, digest string) error {
+		{key: "ideal-multipart", ps: cfg.idealPIDs, op: func(c benchkit.Content, digest string) error {
 			got, err := idealMultipart(fmt.Sprintf("big-mp-%d", i.Add(1)), c)
 			return errors.Join(err, checkDigest("ideal multipart", got, digest))
 		}},
-		{key: "artifactstore-multipart", ps: cfg.asPIDs, as: true, op: func(c content, digest string) error {
+		{key: "artifactstore-multipart", ps: cfg.asPIDs, as: true, op: func(c benchkit.Content, digest string) error {
 			f, err := asPutMultipart(pkg, fmt.Sprintf("big/mp-%d", i.Add(1)), c)
 			if err == nil {
 				bigFiles.asID = f.ID
@@ -831,7 +693,7 @@ func ingest() {
 		}},
 	}
 	if cfg.regURL != "" {
-		targets = append(targets, target{key: "registry-monolithic", ps: cfg.regPIDs, op: func(c content, digest string) error {
+		targets = append(targets, target{key: "registry-monolithic", ps: cfg.regPIDs, op: func(c benchkit.Content, digest string) error {
 			err := regMonolithic(c, digest)
 			if err == nil {
 				bigFiles.regDigest = digest
@@ -846,17 +708,17 @@ func session() {
 	pkg := must(asCreatePackage(nil))
 	var i atomic.Int64
 	targets := []target{
-		{key: "ideal-session", ps: cfg.idealPIDs, op: func(c content, digest string) error {
+		{key: "ideal-session", ps: cfg.idealPIDs, op: func(c benchkit.Content, digest string) error {
 			got, err := idealSession(fmt.Sprintf("big-sess-%d", i.Add(1)), c, cfg.chunkSize)
 			return errors.Join(err, checkDigest("ideal session", got, digest))
 		}},
-		{key: "artifactstore-session", ps: cfg.asPIDs, as: true, op: func(c content, digest string) error {
+		{key: "artifactstore-session", ps: cfg.asPIDs, as: true, op: func(c benchkit.Content, digest string) error {
 			f, err := asSession(pkg, fmt.Sprintf("big/sess-%d", i.Add(1)), c, cfg.chunkSize)
 			return errors.Join(err, checkDigest("artifactstore session", f.Digest, digest))
 		}},
 	}
 	if cfg.regURL != "" {
-		targets = append(targets, target{key: "registry-chunked", ps: cfg.regPIDs, op: func(c content, digest string) error {
+		targets = append(targets, target{key: "registry-chunked", ps: cfg.regPIDs, op: func(c benchkit.Content, digest string) error {
 			return regChunked(c, digest, cfg.chunkSize)
 		}})
 	}
@@ -870,13 +732,13 @@ func ensureFiles(t *dlTargets, size int64) {
 		return
 	}
 	pkg := must(asCreatePackage(nil))
-	c := newContent(size)
+	c := benchkit.NewContent(size)
 	t.size = size
 	t.asID = must(asPutMultipart(pkg, "dl/file", c)).ID
-	t.idealName = fmt.Sprintf("dl-%d-%d", size, tagSeq.Add(1))
+	t.idealName = fmt.Sprintf("dl-%d-%d", size, benchkit.Seq())
 	must(idealRaw(t.idealName, c))
 	if cfg.regURL != "" {
-		t.regDigest = c.digest()
+		t.regDigest = c.Digest()
 		if err := regMonolithic(c, t.regDigest); err != nil {
 			log.Fatal(err)
 		}
@@ -1047,7 +909,7 @@ func getLoads(group, prof string, ts []getTarget, op func(t getTarget, rng *rand
 	for _, t := range ts {
 		a := accs[t.key]
 		record(&M{Key: group + "." + t.key, Value: float64(len(a.lats)) / a.d.Seconds(), Unit: "req/s", CPU: a.cpu,
-			P50: pct(a.lats, 0.5), P99: pct(a.lats, 0.99), N: len(a.lats),
+			P50: benchkit.PercentileMS(a.lats, 0.5), P99: benchkit.PercentileMS(a.lats, 0.99), N: len(a.lats),
 			Note: fmt.Sprintf("%d clients, %.0f MB/s", cfg.clients, float64(a.n)/a.d.Seconds()/1e6)})
 	}
 }
@@ -1104,16 +966,16 @@ func smallOps(pkg string) []target {
 }
 
 func smallOne(key, pkg string, i int) error {
-	c := newContent(cfg.smallSize)
+	c := benchkit.NewContent(cfg.smallSize)
 	switch key {
 	case "ideal-fsync-each":
-		_, err := idealRaw(fmt.Sprintf("s-%x-%d", c.tag, i), c)
+		_, err := idealRaw(fmt.Sprintf("s-%x-%d", c.Tag, i), c)
 		return err
 	case "artifactstore":
 		_, err := asPutMultipart(pkg, fmt.Sprintf("f/%06d", i), c)
 		return err
 	case "registry":
-		return regMonolithic(c, c.digest())
+		return regMonolithic(c, c.Digest())
 	}
 	return fmt.Errorf("unknown %s", key)
 }
@@ -1168,7 +1030,7 @@ func small() {
 	for _, t := range ts {
 		a := accs[t.key]
 		record(&M{Key: "small4k." + t.key, Value: float64(len(a.lats)) / a.d.Seconds(), Unit: "files/s", CPU: a.cpu,
-			P50: pct(a.lats, 0.5), P99: pct(a.lats, 0.99), N: len(a.lats), Note: fmt.Sprintf("%d clients", cfg.clients)})
+			P50: benchkit.PercentileMS(a.lats, 0.5), P99: benchkit.PercentileMS(a.lats, 0.99), N: len(a.lats), Note: fmt.Sprintf("%d clients", cfg.clients)})
 	}
 }
 
@@ -1240,7 +1102,7 @@ func list() {
 		}
 		cpu := cpuSeconds(cfg.listPIDs) - c0
 		profStop()
-		record(&M{Key: "list." + key, Value: pct(lats, 0.99), Unit: "ms p99", P50: pct(lats, 0.5), P99: pct(lats, 0.99), CPU: cpu, N: n, Note: note})
+		record(&M{Key: "list." + key, Value: benchkit.PercentileMS(lats, 0.99), Unit: "ms p99", P50: benchkit.PercentileMS(lats, 0.5), P99: benchkit.PercentileMS(lats, 0.99), CPU: cpu, N: n, Note: note})
 	}
 	deep := min(cfg.listReqs, cfg.listN/100/100-1) // pages of one team's packages
 	all := func(suffix, how string) {
@@ -1321,112 +1183,26 @@ func must2[A, B any](a A, b B, err error) {
 // (0 when the consumer had it first).
 func events() {
 	measure := func(key, note string) {
-		r := must(do(req{method: "GET", url: cfg.asURL + "/events?wait=0&limit=1", auth: true, hdr: map[string]string{"Accept": "application/json"}}, 200))
-		var head struct {
-			Head uint64 `json:"head"`
-		}
-		if err := json.Unmarshal(r.body, &head); err != nil {
+		t, err := benchkit.MeasureEvents(benchkit.Events{
+			Get: func(url string) ([]byte, error) {
+				r, err := do(req{method: "GET", url: url, auth: true, hdr: map[string]string{"Accept": "application/json"}}, 200)
+				return r.body, err
+			},
+			Consumer: cfg.asURL,
+			Create:   func() (string, error) { return asCreatePackage(map[string]string{"bench": "events"}) },
+			Every:    cfg.evEvery,
+			N:        cfg.events,
+		})
+		if err != nil {
 			log.Fatal(err)
 		}
-		var (
-			mu       sync.Mutex
-			received = map[string]time.Time{}
-			done     = make(chan struct{})
-			stopped  = make(chan struct{})
-		)
-		go func() { // the consumer
-			defer close(stopped)
-			since := head.Head
-			for {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				r, err := do(req{method: "GET", url: fmt.Sprintf("%s/events?since=%d&wait=2&limit=1000", cfg.asURL, since), auth: true,
-					hdr: map[string]string{"Accept": "application/json"}}, 200)
-				now := time.Now()
-				if err != nil {
-					log.Printf("consumer: %v", err)
-					return
-				}
-				var page struct {
-					Events []struct {
-						Seq       uint64 `json:"seq"`
-						Type      string `json:"type"`
-						PackageID string `json:"package_id"`
-					} `json:"events"`
-					Next uint64 `json:"next"`
-				}
-				if err := json.Unmarshal(r.body, &page); err != nil {
-					log.Printf("consumer: %v", err)
-					return
-				}
-				mu.Lock()
-				for _, e := range page.Events {
-					if e.Type == "package.created" {
-						received[e.PackageID] = now
-					}
-				}
-				mu.Unlock()
-				since = page.Next
-			}
-		}()
-		time.Sleep(50 * time.Millisecond) // the consumer is waiting
-		type sent struct {
-			id   string
-			t201 time.Time
-			t0   time.Time
+		if t.Missing > 0 {
+			log.Fatalf("events %s: %d of %d events never reached the consumer", key, t.Missing, cfg.events)
 		}
-		var ss []sent
-		tick := time.NewTicker(cfg.evEvery)
-		for i := 0; i < cfg.events; i++ {
-			<-tick.C
-			t0 := time.Now()
-			id := must(asCreatePackage(map[string]string{"bench": "events"}))
-			ss = append(ss, sent{id, time.Now(), t0})
-		}
-		tick.Stop()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			mu.Lock()
-			got := 0
-			for _, s := range ss {
-				if _, ok := received[s.id]; ok {
-					got++
-				}
-			}
-			mu.Unlock()
-			if got == len(ss) || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		close(done)
-		var lat, fromSend []time.Duration
-		early, missing := 0, 0
-		mu.Lock()
-		for _, s := range ss {
-			rt, ok := received[s.id]
-			if !ok {
-				missing++
-				continue
-			}
-			d := rt.Sub(s.t201)
-			if d < 0 {
-				early++
-				d = 0
-			}
-			lat = append(lat, d)
-			fromSend = append(fromSend, rt.Sub(s.t0))
-		}
-		mu.Unlock()
-		if missing > 0 {
-			log.Fatalf("events %s: %d of %d events never reached the consumer", key, missing, len(ss))
-		}
-		record(&M{Key: "events." + key, Value: pct(lat, 0.99), Unit: "ms p99", P50: pct(lat, 0.5), P99: pct(lat, 0.99), N: len(lat),
+		lat := t.Latency
+		record(&M{Key: "events." + key, Value: benchkit.PercentileMS(lat, 0.99), Unit: "ms p99", P50: benchkit.PercentileMS(lat, 0.5), P99: benchkit.PercentileMS(lat, 0.99), N: len(lat),
 			Note: fmt.Sprintf("%s; %d of %d seen before the producer's 201; from request start p50 %.2f ms, p99 %.2f ms",
-				note, early, len(lat), pct(fromSend, 0.5), pct(fromSend, 0.99))})
+				note, t.Early, len(lat), benchkit.PercentileMS(t.FromSend, 0.5), benchkit.PercentileMS(t.FromSend, 0.99))})
 	}
 	profStart("events-idle")
 	measure("idle", fmt.Sprintf("one package every %s", cfg.evEvery))

@@ -18,17 +18,15 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
-	"slices"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/artifactstore/artifactstore/bench/internal/benchkit"
 )
 
 var (
@@ -116,49 +114,16 @@ func mkbucket(endpoint, bucket, region string) error {
 // ---------------------------------------------------------------------------
 // /proc: CPU seconds
 
-func stat(pid int) []string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil
-	}
-	s := string(b)
-	return strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-}
-
 // cpu is utime+stime of pid; with kids, also of its live direct children
 // and the reaped ones (cutime+cstime): PostgreSQL's backends.
 func cpu(pid int, kids bool) float64 {
 	if pid == 0 {
 		return 0
 	}
-	f := stat(pid)
-	if f == nil {
-		return 0
-	}
-	sum := func(f []string, i ...int) float64 {
-		var t float64
-		for _, j := range i {
-			v, _ := strconv.ParseFloat(f[j], 64)
-			t += v
-		}
-		return t / clkTck
-	}
-	t := sum(f, 11, 12)
 	if !kids {
-		return t
+		return benchkit.CPUSeconds(clkTck, false, pid)
 	}
-	t += sum(f, 13, 14)
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if g := stat(p); len(g) > 12 && g[1] == strconv.Itoa(pid) {
-			t += sum(g, 11, 12)
-		}
-	}
-	return t
+	return benchkit.CPUSeconds(clkTck, true, pid) + benchkit.CPUSeconds(clkTck, false, benchkit.Children(pid)...)
 }
 
 type cpuSnap struct{ emb, pg1, pg2, vgw, pg float64 }
@@ -174,54 +139,6 @@ func (a cpuSnap) sub(b cpuSnap) cpuSnap {
 // ---------------------------------------------------------------------------
 // content and HTTP
 
-var pattern = func() []byte {
-	b := make([]byte, 1<<20)
-	rand.NewChaCha8([32]byte{7}).Read(b)
-	return b
-}()
-
-var seq atomic.Int64
-var nonce = time.Now().UnixNano()
-
-// genReader yields size bytes of pattern with a unique 16-byte tag first.
-type genReader struct {
-	tag       []byte
-	off, size int64
-}
-
-func newGen(size int64) *genReader {
-	return &genReader{tag: []byte(fmt.Sprintf("%08x%08x", uint32(nonce), uint32(seq.Add(1)))), size: size}
-}
-
-func (g *genReader) Read(p []byte) (int, error) {
-	if g.off >= g.size {
-		return 0, io.EOF
-	}
-	if rem := g.size - g.off; int64(len(p)) > rem {
-		p = p[:rem]
-	}
-	n := 0
-	for n < len(p) {
-		n += copy(p[n:], pattern[(g.off+int64(n))%int64(len(pattern)):])
-	}
-	if g.off < int64(len(g.tag)) {
-		copy(p, g.tag[g.off:])
-	}
-	g.off += int64(n)
-	return n, nil
-}
-
-func digestOf(g *genReader) string {
-	h := sha256.New()
-	io.CopyBuffer(h, &genReader{tag: g.tag, size: g.size}, make([]byte, 1<<20))
-	return "sha256:" + hex.EncodeToString(h.Sum(nil))
-}
-
-var hc = &http.Client{Transport: &http.Transport{
-	MaxIdleConns: 256, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
-	DisableCompression: true, WriteBufferSize: 256 << 10, ReadBufferSize: 256 << 10,
-}}
-
 func do(method, url string, body io.Reader, size int64, hdr map[string]string, discard bool, want int) ([]byte, int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -236,7 +153,7 @@ func do(method, url string, body io.Reader, size int64, hdr map[string]string, d
 		r.Header.Set(k, v)
 	}
 	r.Header.Set("Authorization", "Bearer "+*token)
-	res, err := hc.Do(r)
+	res, err := benchkit.HTTPClient.Do(r)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%s %s: %w", method, url, err)
 	}
@@ -280,14 +197,9 @@ type file struct {
 	Size       int64
 }
 
-func putFile(base, pkg, path string, g *genReader) (file, error) {
-	boundary := fmt.Sprintf("replicasboundary%016x%08x", nonce, seq.Add(1))
-	head := "--" + boundary + "\r\nContent-Disposition: form-data; name=\"path\"\r\n\r\n" + path + "\r\n" +
-		"--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-	tail := "\r\n--" + boundary + "--\r\n"
-	body := io.MultiReader(strings.NewReader(head), g, strings.NewReader(tail))
-	out, _, err := do("POST", base+"/packages/"+pkg+"/files", body, int64(len(head))+g.size+int64(len(tail)),
-		map[string]string{"Content-Type": "multipart/form-data; boundary=" + boundary}, false, 201)
+func putFile(base, pkg, path string, c benchkit.Content) (file, error) {
+	body, n, ct := benchkit.Multipart(path, c.Reader(0), c.Size)
+	out, _, err := do("POST", base+"/packages/"+pkg+"/files", body, n, map[string]string{"Content-Type": ct}, false, 201)
 	if err != nil {
 		return file{}, err
 	}
@@ -315,29 +227,6 @@ var rows []row
 var cpuRows []cpuRow
 var notes []string
 
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	sort.Float64s(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func pct(ds []time.Duration, q float64) float64 {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(q*float64(len(s))+0.5) - 1
-	i = max(0, min(i, len(s)-1))
-	return float64(s[i]) / 1e6
-}
-
 // ---------------------------------------------------------------------------
 // workloads
 
@@ -361,8 +250,8 @@ func run() {
 		}
 		for _, s := range order {
 			pkg := must(createPackage(s.url, map[string]string{"bench": "big"}))
-			g := newGen(size)
-			want := digestOf(g)
+			g := benchkit.NewContent(size)
+			want := g.Digest()
 			c0 := snap()
 			t0 := time.Now()
 			f := must(putFile(s.url, pkg, "big.bin", g))
@@ -386,7 +275,10 @@ func run() {
 		for _, s := range order {
 			c0 := snap()
 			t0 := time.Now()
-			_, n := must2(do("GET", s.url+"/files/"+fileIDs[s.key]+"/download", nil, 0, nil, true, 200))
+			_, n, err := do("GET", s.url+"/files/"+fileIDs[s.key]+"/download", nil, 0, nil, true, 200)
+			if err != nil {
+				log.Fatal(err)
+			}
 			d := time.Since(t0)
 			c := snap().sub(c0)
 			if n != size {
@@ -399,8 +291,8 @@ func run() {
 		}
 	}
 	bigName := fmt.Sprintf("%d MiB multipart ingest", *bigMiB)
-	rows = append(rows, row{bigName, "MB/s", median(ing["embedded"]), median(ing["pg+s3"]), 0, "higher"})
-	rows = append(rows, row{fmt.Sprintf("%d MiB download", *bigMiB), "MB/s", median(dl["embedded"]), median(dl["pg+s3"]), 0, "higher"})
+	rows = append(rows, row{bigName, "MB/s", benchkit.Median(ing["embedded"]), benchkit.Median(ing["pg+s3"]), 0, "higher"})
+	rows = append(rows, row{fmt.Sprintf("%d MiB download", *bigMiB), "MB/s", benchkit.Median(dl["embedded"]), benchkit.Median(dl["pg+s3"]), 0, "higher"})
 	gib := float64(*reps) * float64(size) / (1 << 30)
 	scale := func(c cpuSnap, f float64) cpuSnap {
 		return cpuSnap{c.emb / f, c.pg1 / f, c.pg2 / f, c.vgw / f, c.pg / f}
@@ -430,7 +322,7 @@ func run() {
 					if i >= int64(*smallN) {
 						return
 					}
-					if _, err := putFile(base, pkg, fmt.Sprintf("small/%05d.bin", i), newGen(4096)); err != nil {
+					if _, err := putFile(base, pkg, fmt.Sprintf("small/%05d.bin", i), benchkit.NewContent(4096)); err != nil {
 						once.Do(func() { firstErr = err })
 						return
 					}
@@ -477,10 +369,10 @@ func run() {
 	evS, nS := eventLatency(*pg1URL, *pg1URL)
 	evX, nX := eventLatency(*pg1URL, *pg2URL)
 	rows = append(rows,
-		row{"event latency p50 (same server)", "ms", pct(evE, .5), pct(evS, .5), 0, "lower"},
-		row{"event latency p99 (same server)", "ms", pct(evE, .99), pct(evS, .99), 0, "lower"},
-		row{"event latency p50, producer on replica 1, consumer on replica 2", "ms", pct(evE, .5), pct(evX, .5), 0, "lower"},
-		row{"event latency p99, producer on replica 1, consumer on replica 2", "ms", pct(evE, .99), pct(evX, .99), 0, "lower"})
+		row{"event latency p50 (same server)", "ms", benchkit.PercentileMS(evE, .5), benchkit.PercentileMS(evS, .5), 0, "lower"},
+		row{"event latency p99 (same server)", "ms", benchkit.PercentileMS(evE, .99), benchkit.PercentileMS(evS, .99), 0, "lower"},
+		row{"event latency p50, producer on replica 1, consumer on replica 2", "ms", benchkit.PercentileMS(evE, .5), benchkit.PercentileMS(evX, .5), 0, "lower"},
+		row{"event latency p99, producer on replica 1, consumer on replica 2", "ms", benchkit.PercentileMS(evE, .99), benchkit.PercentileMS(evX, .99), 0, "lower"})
 	notes = append(notes, fmt.Sprintf("events: %d created every %v; embedded %s, PG+S3 same replica %s, PG+S3 across replicas %s (latency from the producer's 201 to the consumer holding the event; 0 when it had it first)",
 		*nEvents, *evEvery, nE, nS, nX))
 
@@ -505,7 +397,7 @@ func run() {
 		big := func(base string) func() {
 			return func() {
 				pkg := must(createPackage(base, map[string]string{"bench": "perf"}))
-				must(putFile(base, pkg, "big.bin", newGen(size)))
+				must(putFile(base, pkg, "big.bin", benchkit.NewContent(size)))
 			}
 		}
 		record("ingest-embedded", big(*embURL))
@@ -515,111 +407,22 @@ func run() {
 	}
 }
 
-func must2[A, B any](a A, b B, err error) (A, B) {
-	if err != nil {
-		log.Fatal(err)
-	}
-	return a, b
-}
-
 // eventLatency: a producer creates a package every evEvery on prod while a
 // consumer long-polls /events on cons.
 func eventLatency(prod, cons string) ([]time.Duration, string) {
-	hdr := map[string]string{"Accept": "application/json"}
-	b, _ := must2(do("GET", cons+"/events?wait=0&limit=1", nil, 0, hdr, false, 200))
-	var head struct {
-		Head uint64 `json:"head"`
-	}
-	must(0, json.Unmarshal(b, &head))
-	var (
-		mu       sync.Mutex
-		received = map[string]time.Time{}
-		done     = make(chan struct{})
-		stopped  = make(chan struct{})
-	)
-	go func() {
-		defer close(stopped)
-		since := head.Head
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			b, _, err := do("GET", fmt.Sprintf("%s/events?since=%d&wait=2&limit=1000", cons, since), nil, 0, hdr, false, 200)
-			now := time.Now()
-			if err != nil {
-				log.Printf("consumer: %v", err)
-				return
-			}
-			var page struct {
-				Events []struct {
-					Type      string `json:"type"`
-					PackageID string `json:"package_id"`
-				} `json:"events"`
-				Next uint64 `json:"next"`
-			}
-			if err := json.Unmarshal(b, &page); err != nil {
-				log.Printf("consumer: %v", err)
-				return
-			}
-			mu.Lock()
-			for _, e := range page.Events {
-				if e.Type == "package.created" {
-					received[e.PackageID] = now
-				}
-			}
-			mu.Unlock()
-			since = page.Next
-		}
-	}()
-	time.Sleep(50 * time.Millisecond)
-	type sent struct {
-		id   string
-		t201 time.Time
-	}
-	var ss []sent
-	tick := time.NewTicker(*evEvery)
-	for i := 0; i < *nEvents; i++ {
-		<-tick.C
-		id := must(createPackage(prod, map[string]string{"bench": "events"}))
-		ss = append(ss, sent{id, time.Now()})
-	}
-	tick.Stop()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		mu.Lock()
-		got := 0
-		for _, s := range ss {
-			if _, ok := received[s.id]; ok {
-				got++
-			}
-		}
-		mu.Unlock()
-		if got == len(ss) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	close(done)
-	var lat []time.Duration
-	early, missing := 0, 0
-	mu.Lock()
-	for _, s := range ss {
-		rt, ok := received[s.id]
-		switch {
-		case !ok:
-			missing++
-		case rt.Before(s.t201):
-			early++
-			lat = append(lat, 0)
-		default:
-			lat = append(lat, rt.Sub(s.t201))
-		}
-	}
-	mu.Unlock()
-	log.Printf("events %s → %s: p50 %.2f ms p99 %.2f ms, %d early, %d missing", prod, cons, pct(lat, .5), pct(lat, .99), early, missing)
-	return lat, fmt.Sprintf("%d early/%d missing", early, missing)
+	t := must(benchkit.MeasureEvents(benchkit.Events{
+		Get: func(url string) ([]byte, error) {
+			b, _, err := do("GET", url, nil, 0, map[string]string{"Accept": "application/json"}, false, 200)
+			return b, err
+		},
+		Consumer: cons,
+		Create:   func() (string, error) { return createPackage(prod, map[string]string{"bench": "events"}) },
+		Every:    *evEvery,
+		N:        *nEvents,
+	}))
+	log.Printf("events %s → %s: p50 %.2f ms p99 %.2f ms, %d early, %d missing", prod, cons,
+		benchkit.PercentileMS(t.Latency, .5), benchkit.PercentileMS(t.Latency, .99), t.Early, t.Missing)
+	return t.Latency, fmt.Sprintf("%d early/%d missing", t.Early, t.Missing)
 }
 
 // ---------------------------------------------------------------------------
