@@ -142,17 +142,25 @@ func blockedRound(f *flusher) (release func()) {
 	return func() { close(ch); <-done }
 }
 
+// boom is the error failingFlusher's group syncs return.
+var boom = errors.New("syncfs: input/output error")
+
+// failingFlusher returns a flusher whose group syncs fail with boom while
+// fail is set (it starts set).
+func failingFlusher() (*flusher, *atomic.Bool) {
+	fail := new(atomic.Bool)
+	fail.Store(true)
+	return &flusher{syncAll: func() error {
+		if fail.Load() {
+			return boom
+		}
+		return nil
+	}}, fail
+}
+
 func TestFlusherErrorToEveryWaiter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		boom := errors.New("syncfs: input/output error")
-		var fail atomic.Bool
-		fail.Store(true)
-		f := &flusher{syncAll: func() error {
-			if fail.Load() {
-				return boom
-			}
-			return nil
-		}}
+		f, fail := failingFlusher()
 		release := blockedRound(f)
 		var dones []<-chan error
 		for range 5 {
@@ -186,15 +194,7 @@ func TestFlusherErrorToEveryWaiter(t *testing.T) {
 // only): the commit must fail even if its own round succeeds.
 func TestFlusherFailsCommitsInFlight(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		boom := errors.New("syncfs: input/output error")
-		var fail atomic.Bool
-		fail.Store(true)
-		f := &flusher{syncAll: func() error {
-			if fail.Load() {
-				return boom
-			}
-			return nil
-		}}
+		f, fail := failingFlusher()
 		inFlight := f.epoch() // a commit that started writing now
 
 		release := blockedRound(f)
